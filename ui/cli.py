@@ -1,0 +1,9 @@
+"""Subcommands of the ui package."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds this package's subcommands to `palate`."""
