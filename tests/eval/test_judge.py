@@ -1,0 +1,76 @@
+"""The listing judge on hand-written descriptions of one hand-written listing."""
+
+import pytest
+
+from eval.judge import JudgeConfig, judge_listing, prefer
+
+FACTS = {
+    "id": "T-1", "property_type": "condo", "beds": 2, "baths": 1.5, "area_sqft": 940, "neighbourhood": "Elm Hill",
+    "transit": "a 4-minute walk to the 52 express bus", "transit_minutes": 4,
+    "features": ["in-unit laundry", "covered parking spot", "heat pump"], "monthly_fee": 805, "year_built": 2010,
+    "condition": "freshly refinished",
+}
+
+GROUNDED = ("Freshly refinished 2-bed, 1.5-bath condo in Elm Hill, 940 sq ft, built in 2010. In-unit laundry, a heat "
+            "pump and a covered parking spot. A 4-minute walk to the 52 express bus; monthly fee $805.")
+
+
+def test_grounded_description_covers_everything_and_invents_nothing():
+    verdict = judge_listing(GROUNDED, FACTS)
+    # 10 scalar facts (fee included) + 3 features
+    assert verdict.missing == ()
+    assert len(verdict.covered) == 13 and verdict.coverage == 1.0
+    assert verdict.invented == ()
+    assert not verdict.has_hype and not verdict.has_invented
+    assert verdict.length_ok
+    assert verdict.score == pytest.approx(1.0)
+
+
+def test_hype_and_exclamations_are_counted():
+    text = GROUNDED + " A STUNNING, once-in-a-lifetime dream home!!"
+    verdict = judge_listing(text, FACTS)
+    assert sorted(verdict.hype_terms) == ["dream home", "once-in-a-lifetime", "stunning"]
+    assert verdict.exclamations == 2 and verdict.has_hype
+    assert verdict.score == pytest.approx(1.0 - 0.1 * 5)
+
+
+def test_invented_feature_wrong_role_number_and_unknown_number():
+    text = GROUNDED.replace("2-bed", "3-bed") + " Rooftop terrace access. Only 300 steps to the park."
+    verdict = judge_listing(text, FACTS)
+    assert "feature:rooftop terrace" in verdict.invented
+    assert "beds:3 (facts: 2)" in verdict.invented
+    assert "number:300" in verdict.invented
+    assert "beds" in verdict.missing  # the true bed count is no longer stated
+    # 3 is not a listing number either (beds 2, baths 1.5, 4, 52, ...): flagged twice, by role and as unknown
+    assert "number:3" in verdict.invented
+    assert verdict.has_invented
+
+
+def test_number_words_studio_and_other_neighbourhood():
+    facts = dict(FACTS, beds=0, baths=1.0, monthly_fee=None)
+    text = "A studio condo with one bathroom in Elm Hill, close to Riverside."
+    verdict = judge_listing(text, facts)
+    assert "beds" in verdict.covered and "baths" in verdict.covered
+    assert "monthly_fee" not in verdict.covered + verdict.missing  # no fee, no fact to cover
+    assert verdict.invented == ("neighbourhood:Riverside",)
+    assert not verdict.length_ok  # 13 words < 20
+
+
+def test_vague_answer_covers_little():
+    verdict = judge_listing("A lovely condo in a great neighbourhood.", FACTS)
+    assert verdict.covered == ("property_type",)
+    assert verdict.coverage == pytest.approx(1 / 13)
+
+
+def test_hedges_and_length_penalty():
+    config = JudgeConfig(min_words=5, max_words=30)
+    long_hedged = GROUNDED + " It may be worth noting that I cannot verify these details, so please verify them."
+    verdict = judge_listing(long_hedged, FACTS, config)
+    assert {"may ", "cannot verify", "please verify"} <= set(verdict.hedges)
+    assert not verdict.length_ok
+    assert verdict.score == pytest.approx(1.0 - 0.05 * len(verdict.hedges) - 0.1)
+
+
+def test_prefer_picks_the_higher_score_and_ties():
+    good, hype = judge_listing(GROUNDED, FACTS), judge_listing(GROUNDED + "!!!", FACTS)
+    assert prefer(good, hype) == "A" and prefer(hype, good) == "B" and prefer(good, good) == "tie"
