@@ -1,0 +1,96 @@
+"""Request and response models of the arena API (`/v1/arena/...`), a Palate extension to the OpenAI protocol.
+
+Blinding rule for every model here: nothing sent before the vote is stored names a contestant. Contestant names
+appear only in `Reveal` (the vote response and GET of a voted battle) and in the leaderboard.
+
+Streamed battle events (`POST /v1/arena/battles`, Server-Sent Events, one JSON object per `data:` line):
+
+    {"type": "battle", "battle_id": "<uuid4>", "sides": ["A", "B"]}
+    {"type": "delta", "side": "A", "text": "..."}
+    {"type": "side_done", "side": "A", "finish_reason": "stop"|"length"|"error", "completion_tokens": 17,
+     "message": "side A failed; ..."}           # message only when finish_reason is "error"
+    {"type": "done", "battle_id": "<uuid4>", "vote_url": "/v1/arena/battles/<uuid4>/vote"}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Side = Literal["A", "B"]
+Choice = Literal["A", "B", "tie", "both_bad"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BattleRequest(_Request):
+    """Start a battle. Sampling settings apply to both sides identically; omitted ones use configs/arena.yaml."""
+
+    prompt: str = Field(..., min_length=1, description="The user's message both contestants answer.")
+    system: str | None = Field(None, description="Optional system message, shared by both sides.")
+    max_tokens: int | None = Field(None, ge=1, description="Per side; capped by server.max_tokens_cap.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, lt=2**31, description="Shared seed; random when omitted.")
+    judge: str | None = Field(None, max_length=256, description="Session id of the person judging; only its "
+                              "sha256 is stored. The X-Palate-Judge header works too.")
+    ui_version: str | None = Field(None, max_length=64, description="Which front end started the battle.")
+
+
+class VoteRequest(_Request):
+    choice: Choice = Field(..., description="'A', 'B', 'tie' or 'both_bad'.")
+    judge: str | None = Field(None, max_length=256, description="Session id; only its sha256 is stored.")
+    ui_version: str | None = Field(None, max_length=64)
+
+
+class ContestantReveal(BaseModel):
+    side: Side
+    model: str = Field(..., description="name@version, or 'base'.")
+    content_hash: str | None = None
+    finish_reason: str | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    duration_ms: float | None = None
+
+
+class SideView(BaseModel):
+    finished: bool
+    finish_reason: str | None = None
+    text: str | None = None
+
+
+class Reveal(BaseModel):
+    """The vote response: who sat where, who won, and the battle's flags."""
+
+    object: Literal["arena.battle.reveal"] = "arena.battle.reveal"
+    battle_id: str
+    winner: Choice
+    winner_model: str | None = Field(None, description="name@version of the winner; None for tie / both_bad.")
+    contestants: dict[str, ContestantReveal]
+    flags: list[str]
+    voted_at: str
+
+
+class BattleView(BaseModel):
+    """GET /v1/arena/battles/{id}: state and texts; `reveal` is set only once a vote is stored."""
+
+    object: Literal["arena.battle"] = "arena.battle"
+    battle_id: str
+    status: Literal["generating", "awaiting_vote", "voted"]
+    sides: dict[str, SideView]
+    reveal: Reveal | None = None
+
+
+class ArenaInfo(BaseModel):
+    """GET /v1/arena/info: what a front end needs (no battle-specific data)."""
+
+    object: Literal["arena.info"] = "arena.info"
+    example_prompts: list[str]
+    default_max_tokens: int
+    max_tokens_cap: int
+    contestant_count: int
+    votes: int
+    export_via_api: bool
