@@ -127,18 +127,26 @@ def validate(model: type[M], data: dict, source: str) -> M:
 
 
 def load_config(path: Path | str | None = None, overrides: dict | None = None) -> PalateConfig:
-    """Load `configs/server.yaml` (or `path`) merged with `configs/model.yaml`, then apply dotted-key overrides."""
+    """Load the server settings (`configs/server.yaml` or `path`) and the base model (`configs/model.yaml`, or a
+    `model:` section in the server file), then apply dotted-key overrides such as {"server.port": 8001}."""
     server_path = Path(path) if path else CONFIG_DIR / "server.yaml"
-    data = read_yaml(server_path)
-    if "model" not in data and (CONFIG_DIR / "model.yaml").is_file():
-        data["model"] = read_yaml(CONFIG_DIR / "model.yaml")
+    server_data = read_yaml(server_path)
+    model_data = server_data.pop("model", None)
+    model_source = str(server_path)
+    if model_data is None:
+        model_path = CONFIG_DIR / "model.yaml"
+        model_data = read_yaml(model_path) if model_path.is_file() else {}
+        model_source = str(model_path)
+    data = {"model": model_data, "server": server_data}
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return validate(PalateConfig, data, str(server_path))
+    model = validate(BaseModelConfig, data["model"], model_source)
+    server = validate(ServerConfig, data["server"], str(server_path))
+    return PalateConfig(model=model, server=server)
 
 
 def load_model_config(path: Path | str | None = None) -> BaseModelConfig:

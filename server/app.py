@@ -1,0 +1,107 @@
+"""Build the FastAPI app around an engine: OpenAI routes, admin routes, the arena, metrics, hot-swap watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from core.config import PROJECT_ROOT, PalateConfig
+from core.registry import AdapterRegistry
+from server import admin, routes
+from server.engines.base import Engine
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.models import ModelManager
+from server.preflight import BaseModelFacts
+from server.serving import Serving
+
+log = logging.getLogger("palate.server")
+
+
+def base_model_facts(config: PalateConfig) -> BaseModelFacts:
+    model_dir = config.model.resolved_dir()
+    manifest_path = model_dir / "palate_model.json"
+    weights_sha = json.loads(manifest_path.read_text())["weights_sha256"] if manifest_path.is_file() else "unknown"
+    return BaseModelFacts.from_model_dir(model_dir, config.model.id, weights_sha)
+
+
+def adapter_root(config: PalateConfig) -> Path:
+    root = config.server.adapter_root
+    return root if root.is_absolute() else PROJECT_ROOT / root
+
+
+async def _watch_registry(models: ModelManager, interval_s: float) -> None:
+    """Poll the registry; when training writes a new version and moves an alias, hot-load it and move ours."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            for change in await models.sync_from_registry():
+                log.info("registry watch: %s", change)
+        except Exception:  # the watcher must never take the server down
+            log.exception("registry watch failed; retrying")
+
+
+def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts | None = None) -> FastAPI:
+    metrics = Metrics()
+    registry = AdapterRegistry(adapter_root(config))
+    models = ModelManager(engine, registry, base_facts or base_model_facts(config), config.server.vllm.max_lora_rank,
+                          metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await engine.start()
+        watcher = None
+        try:
+            if config.server.load_adapters:
+                for change in await models.sync_from_registry():
+                    log.info("start-up: %s", change)
+            if config.server.watch_adapters:
+                watcher = asyncio.create_task(_watch_registry(models, config.server.watch_interval_s))
+            yield
+        finally:
+            if watcher:
+                watcher.cancel()
+            await engine.shutdown()
+
+    app = FastAPI(title="Palate", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible multi-LoRA server with a blind arena.")
+    app.state.config = config
+    app.state.engine = engine
+    app.state.models = models
+    app.state.metrics = metrics
+    app.state.serving = Serving(engine, models, config.server, metrics)
+    install_error_handlers(app)
+    app.include_router(routes.router)
+    app.include_router(admin.router)
+    if importlib.util.find_spec("server.arena") is not None:
+        from server import arena
+
+        if hasattr(arena, "install"):  # the arena package adds its routes, vote store and UI
+            arena.install(app, config)
+    return app
+
+
+def build_engine(config: PalateConfig) -> Engine:
+    """The engine named in the config: 'vllm' (default), 'hf' (reference) or 'remote'."""
+    kind = config.server.engine
+    if kind == "vllm":
+        from server.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(config.model.resolved_dir(), config.server.vllm)
+    if kind == "hf":
+        from server.engines.hf_engine import HfEngine
+
+        return HfEngine(config.model.resolved_dir(), config.server.vllm.max_model_len)
+    from server.engines.remote_engine import RemoteEngine
+
+    if not config.server.remote_url:
+        from core.config import ConfigError
+
+        raise ConfigError("server.engine is 'remote' but server.remote_url is not set.")
+    return RemoteEngine(config.server.remote_url, config.model.resolved_dir(), config.server.vllm.max_model_len)

@@ -1,0 +1,140 @@
+"""Checks an adapter must pass before it reaches the engine.
+
+Each check returns a clear message saying what is wrong and how to fix it. A failed check raises `PreflightError`
+and nothing is sent to the engine, so a bad adapter can never take the server down.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.registry import META_FILE, adapter_content_hash
+
+SUPPORTED_TARGET_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+class PreflightError(ValueError):
+    def __init__(self, check: str, message: str):
+        super().__init__(f"preflight check '{check}' failed: {message}")
+        self.check = check
+
+
+@dataclass(frozen=True)
+class BaseModelFacts:
+    """What preflight needs to know about the served base model."""
+
+    id: str
+    weights_sha256: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    q_out: int
+    kv_out: int
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, model_id: str, weights_sha256: str) -> "BaseModelFacts":
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        hidden = config["hidden_size"]
+        heads = config["num_attention_heads"]
+        head_dim = config.get("head_dim") or hidden // heads
+        kv_heads = config.get("num_key_value_heads", heads)
+        return cls(model_id, weights_sha256, hidden, config["intermediate_size"], config["num_hidden_layers"],
+                   heads * head_dim, kv_heads * head_dim)
+
+    def module_shape(self, module: str) -> tuple[int, int]:
+        """(in_features, out_features) of a Llama-style linear layer."""
+        return {
+            "q_proj": (self.hidden_size, self.q_out), "k_proj": (self.hidden_size, self.kv_out),
+            "v_proj": (self.hidden_size, self.kv_out), "o_proj": (self.q_out, self.hidden_size),
+            "gate_proj": (self.hidden_size, self.intermediate_size),
+            "up_proj": (self.hidden_size, self.intermediate_size),
+            "down_proj": (self.intermediate_size, self.hidden_size),
+        }[module]
+
+
+def _adapter_config(path: Path) -> dict:
+    config_path = path / "adapter_config.json"
+    if not config_path.is_file():
+        raise PreflightError("files", f"{path.name} has no adapter_config.json; point at a saved PEFT adapter directory.")
+    try:
+        return json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PreflightError("files", f"adapter_config.json is not valid JSON ({exc}).") from None
+
+
+def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
+    """Run every check on the adapter directory `path`; return its adapter_config on success."""
+    path = Path(path)
+    config = _adapter_config(path)
+    meta_path = path / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+    recorded_base = (meta.get("base_model") or {}).get("weights_sha256")
+    if recorded_base and recorded_base != base.weights_sha256:
+        raise PreflightError(
+            "base_model",
+            f"the adapter was trained on another base model (weights {recorded_base[:12]}…, "
+            f"{(meta.get('base_model') or {}).get('id', '?')}); this server runs {base.id} ({base.weights_sha256[:12]}…). "
+            "Retrain it on this base model or serve it with its own base.")
+
+    ranks = [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+    if max(ranks) > max_lora_rank:
+        raise PreflightError(
+            "rank", f"LoRA rank {max(ranks)} is above the engine's max_lora_rank {max_lora_rank}. Retrain with "
+            f"r <= {max_lora_rank} or raise server.vllm.max_lora_rank in configs/server.yaml (restart needed).")
+
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    unsupported = sorted(set(targets) - SUPPORTED_TARGET_MODULES)
+    if unsupported:
+        raise PreflightError(
+            "target_modules", f"target modules {unsupported} are not supported; use a subset of "
+            f"{sorted(SUPPORTED_TARGET_MODULES)}.")
+    if config.get("modules_to_save"):
+        raise PreflightError(
+            "modules_to_save", f"the adapter trains full modules ({config['modules_to_save']}), which vLLM cannot "
+            "serve as LoRA; retrain without modules_to_save.")
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise PreflightError("files", "adapter_model.safetensors is missing (only safetensors adapters are served).")
+    _check_weights(weights, base)
+
+    expected = meta.get("content_sha256")
+    if expected and adapter_content_hash(path) != expected:
+        raise PreflightError(
+            "content_hash", "the adapter files do not match the content hash in palate.json: they changed after "
+            "registration or were corrupted. Re-register or retrain the adapter.")
+    return config
+
+
+def _check_weights(weights: Path, base: BaseModelFacts) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():
+                tensor = handle.get_tensor(key)  # reads the bytes: catches truncation, not just a bad header
+                _check_shape(key, tuple(tensor.shape), base)
+    except PreflightError:
+        raise
+    except Exception as exc:
+        raise PreflightError("safetensors", f"adapter_model.safetensors is unreadable ({exc}); the file is "
+                                            "corrupted or truncated. Re-copy or retrain the adapter.") from None
+
+
+def _check_shape(key: str, shape: tuple[int, ...], base: BaseModelFacts) -> None:
+    parts = key.split(".")
+    module = next((p for p in parts if p in SUPPORTED_TARGET_MODULES), None)
+    layer = next((int(p) for p in parts if p.isdigit()), None)
+    if module is None or layer is None or len(shape) != 2:
+        return
+    if layer >= base.num_layers:
+        raise PreflightError("base_model", f"{key} refers to layer {layer}, but {base.id} has {base.num_layers} "
+                                           "layers: the adapter was made for another base model.")
+    in_features, out_features = base.module_shape(module)
+    if "lora_A" in parts and shape[1] != in_features or "lora_B" in parts and shape[0] != out_features:
+        raise PreflightError("base_model", f"{key} has shape {list(shape)}, which does not fit {base.id}'s {module} "
+                                           f"({in_features}->{out_features}): the adapter was made for another base model.")

@@ -1,0 +1,92 @@
+"""The OpenAI-compatible routes. Thin: parse, hand to the serving layer, return."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from server.models import ModelManager, ServedModel
+from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> dict:
+    models: ModelManager = request.app.state.models
+    return {"status": "ok", "engine": request.app.state.engine.name, "models": models.available()}
+
+
+@router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
+async def list_models(request: Request) -> ModelList:
+    models: ModelManager = request.app.state.models
+    config = request.app.state.config
+    cards = [_card(served, served.id, models, config) for served in models.list()]
+    cards += [_card(models.resolve(alias), alias, models, config) for alias in sorted(models.aliases())]
+    return ModelList(data=cards)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    return await request.app.state.serving.chat(body)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request):
+    return await request.app.state.serving.completion(body)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def _card(served: ServedModel, name: str, models: ModelManager, config) -> ModelCard:
+    if served.adapter is None:
+        return ModelCard(id=name, created=int(served.loaded_at), root=config.model.id,
+                         palate={"kind": "base", "model": config.model.id,
+                                 "weights_sha256": models.base_facts.weights_sha256})
+    meta = served.adapter.meta
+    lora_config = served.adapter.adapter_config()
+    return ModelCard(
+        id=name, created=int(served.loaded_at), root=served.id, parent=meta.get("parent") or "base",
+        palate={
+            "kind": meta.get("kind"),
+            "version": served.id,
+            "rank": lora_config.get("r"),
+            "target_modules": sorted(lora_config.get("target_modules") or []),
+            "dataset_sha256": meta.get("dataset_sha256"),
+            "metrics": _headline(meta.get("metrics") or {}),
+            "created": meta.get("created"),
+            "lineage": _lineage(models, served),
+        },
+    )
+
+
+def _headline(metrics: dict) -> dict:
+    """A few numbers worth showing in a model list; the full metrics stay in palate.json."""
+    flat = {}
+    for section in ("eval", "train"):
+        values = metrics.get(section, {}) if isinstance(metrics.get(section), dict) else {}
+        for key, value in values.items():
+            if any(word in key for word in ("loss", "accuracies", "margins")) and isinstance(value, (int, float)):
+                flat[f"{section}/{key}"] = round(float(value), 4)
+    if not flat:
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return flat
+
+
+def _lineage(models: ModelManager, served: ServedModel) -> list[dict]:
+    """The chain of adapters this version descends from, newest first, each with its dataset hash."""
+    chain, adapter, seen = [], served.adapter, set()
+    while adapter is not None and adapter.ref not in seen:
+        seen.add(adapter.ref)
+        chain.append({"ref": adapter.ref, "kind": adapter.kind, "dataset_sha256": adapter.meta.get("dataset_sha256"),
+                      "dataset": adapter.meta.get("dataset_path") or adapter.meta.get("dataset")})
+        parent = adapter.parent
+        try:
+            adapter = models.registry.resolve(parent) if parent and parent != "base" else None
+        except Exception:
+            chain.append({"ref": parent, "missing": True})
+            adapter = None
+    chain.append({"ref": "base"})
+    return chain
