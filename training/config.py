@@ -1,0 +1,147 @@
+"""Typed training config: TRL's own `SFTConfig` / `DPOConfig` and `ModelConfig` (LoRA fields), plus Palate's few
+job arguments, parsed by TRL's `TrlParser` from YAML defaults, a profile, and command-line overrides.
+
+Precedence, lowest first: dataclass defaults < top-level YAML keys < `profiles.<profile>` in the YAML < `overrides`
+passed by a Python caller < command-line flags. Every TRL field is a flag (`--max_steps 2`, `--beta 0.2`).
+An unknown key in a YAML file or on the command line is an error that names the key.
+
+LoRA constraints that the vLLM server relies on are enforced here: rank at most `MAX_LORA_RANK`, target modules
+among `ALLOWED_TARGETS`, no `modules_to_save`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from core.config import CONFIG_DIR, ConfigError, read_yaml
+
+JobKind = Literal["sft", "dpo"]
+PROFILES = ("quick", "full")
+MAX_LORA_RANK = 32  # configs/server.yaml vllm.max_lora_rank: a bigger adapter would be rejected at load time
+ALLOWED_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+@dataclass
+class PalateArgs:
+    """Palate's job arguments (the TRL and LoRA fields come from SFTConfig/DPOConfig and ModelConfig)."""
+
+    profile: str = field(default="quick", metadata={"help": "Recipe profile from the YAML: quick (CPU, minutes) or full (GPU)."})
+    data: str | None = field(default=None, metadata={"help": "Training JSONL (TRL standard or conversational format). "
+                                                      "Default: the demo listings dataset (built if missing)."})
+    eval_data: str | None = field(default=None, metadata={"help": "Held-out JSONL for the final eval metrics. Default: "
+                                                           "the demo eval split when --data is not given."})
+    name: str | None = field(default=None, metadata={"help": "Registry name of the new adapter (default: sft or dpo)."})
+    parent: str | None = field(default=None, metadata={"help": "DPO only (--from): adapter to start from and use as "
+                                                        "the frozen reference; 'base' starts a fresh LoRA. Default: sft."})
+    registry: str = field(default="adapters", metadata={"help": "Adapter registry root."})
+    base_model_dir: str | None = field(default=None, metadata={"help": "Base model directory (default: configs/model.yaml)."})
+    dataset_dir: str = field(default="data/listings", metadata={"help": "Where the demo dataset lives / is built."})
+    dataset_seed: int = field(default=0, metadata={"help": "Seed of the demo dataset when it must be built."})
+    allow_invalid_rows: bool = field(default=False, metadata={"help": "Train on the valid rows of a file with invalid "
+                                                               "ones (they are reported and counted), instead of failing."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
+    run_root: str = field(default="runs", metadata={"help": "Where checkpoints live while a job runs (resume source)."})
+
+
+@dataclass
+class JobSpec:
+    """A fully resolved job: what `training.jobs.run_job` needs."""
+
+    kind: JobKind
+    palate: PalateArgs
+    trl: object  # SFTConfig | DPOConfig
+    model: object  # trl.ModelConfig (LoRA fields)
+    config_path: Path | None
+
+    def as_record(self) -> dict:
+        """JSON-ready resolved config for palate.json."""
+        from dataclasses import asdict
+
+        trl = {k: v for k, v in self.trl.to_dict().items() if k not in {"output_dir", "logging_dir", "hub_token"}}
+        model = {k: v for k, v in asdict(self.model).items() if k.startswith("lora_") or k in {"use_peft", "dtype"}}
+        return {"kind": self.kind, "config_file": str(self.config_path) if self.config_path else None,
+                "palate": asdict(self.palate), "trl": trl, "model": model}
+
+
+def default_config_path(kind: JobKind) -> Path:
+    return CONFIG_DIR / "train" / f"{kind}.yaml"
+
+
+def trl_config_class(kind: JobKind):
+    from trl import DPOConfig, SFTConfig
+
+    return SFTConfig if kind == "sft" else DPOConfig
+
+
+def make_parser(kind: JobKind):
+    """TrlParser over (PalateArgs, SFTConfig|DPOConfig, ModelConfig)."""
+    from trl import ModelConfig, TrlParser
+
+    return TrlParser((PalateArgs, trl_config_class(kind), ModelConfig), prog=f"palate train {kind}")
+
+
+def load_recipe(path: Path, profile: str) -> dict:
+    """YAML top-level keys merged with `profiles.<profile>`; errors name the file and the profile."""
+    data = read_yaml(path)
+    profiles = data.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: 'profiles' must map profile names to settings.")
+    if profile not in profiles:
+        raise ConfigError(f"{path}: no profile '{profile}' (profiles defined: {', '.join(profiles) or 'none'}).")
+    merged = dict(data)
+    merged.update(profiles[profile] or {})
+    merged["profile"] = profile
+    return merged
+
+
+def _split_config_and_profile(argv: list[str]) -> tuple[str | None, str | None, list[str]]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--profile", default=None)
+    known, rest = pre.parse_known_args(argv)
+    return known.config, known.profile, rest
+
+
+def resolve_job(kind: JobKind, argv: list[str] | None = None, config: Path | str | None = None,
+                profile: str | None = None, overrides: dict | None = None) -> JobSpec:
+    """Parse a job from YAML + profile + overrides + argv (flags as on the command line, `--from` accepted)."""
+    argv = ["--parent" if a == "--from" else a for a in (argv or [])]
+    cli_config, cli_profile, rest = _split_config_and_profile(argv)
+    config_path = Path(cli_config or config or default_config_path(kind))
+    profile = cli_profile or profile or (overrides or {}).get("profile") or "quick"
+    values = load_recipe(config_path, profile)
+    values.update(overrides or {})
+    values.setdefault("output_dir", "runs/pending")  # replaced by the job's run directory
+
+    parser = make_parser(kind)
+    unknown = parser.set_defaults_with_config(**values)
+    if unknown:
+        keys = sorted({u.lstrip("-") for u in unknown if u.startswith("--")})
+        raise ConfigError(f"{config_path} (profile {profile}) or overrides: unknown key(s) {keys}; "
+                          f"see `palate train {kind} --help` for the fields.")
+    try:
+        palate, trl, model = parser.parse_args_into_dataclasses(args=rest)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"palate train {kind}: {exc}") from exc
+    spec = JobSpec(kind=kind, palate=palate, trl=trl, model=model, config_path=config_path)
+    check_lora(spec)
+    return spec
+
+
+def check_lora(spec: JobSpec) -> None:
+    """Reject LoRA settings the vLLM server cannot serve, naming the field."""
+    model = spec.model
+    model.use_peft = True
+    if model.lora_r > MAX_LORA_RANK:
+        raise ConfigError(f"lora_r={model.lora_r}: the server accepts rank <= {MAX_LORA_RANK} (vllm.max_lora_rank).")
+    targets = model.lora_target_modules
+    targets = [targets] if isinstance(targets, str) else list(targets or [])
+    if not targets or not set(targets) <= ALLOWED_TARGETS:
+        raise ConfigError(f"lora_target_modules={targets}: choose among {sorted(ALLOWED_TARGETS)}.")
+    model.lora_target_modules = targets
+    if model.lora_modules_to_save:
+        raise ConfigError("lora_modules_to_save must be empty: vLLM rejects adapters that carry full modules.")

@@ -1,0 +1,132 @@
+"""The demo dataset: listing descriptions, grounded (chosen) versus near-miss (rejected), as TRL JSONL.
+
+`build_dataset(out_dir, seed)` writes four files, deterministic from `seed`:
+
+    sft_train.jsonl  sft_eval.jsonl      {"messages": [user, assistant], "listing": facts}
+    prefs_train.jsonl prefs_eval.jsonl   {"prompt": [user], "chosen": [assistant], "rejected": [assistant],
+                                          "kind": near-miss kind, "listing": facts}
+
+Train and eval are split by listing, so no listing (and no prompt) appears in both. Near-miss kinds rotate per
+listing so every kind is equally represented in both splits. Every chosen answer is checked with
+`grounding_problems` while building: a generator bug fails the build instead of poisoning the data.
+The extra keys (`listing`, `kind`) are dropped by `training.validate` before rows reach a TRL trainer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from training.describe import write_grounded, write_prompt
+from training.grounding import grounding_problems
+from training.listings import Listing, generate_listings
+from training.nearmiss import NEAR_MISS_KINDS, REPLAY_KINDS, write_near_miss
+
+DEFAULT_OUT = Path("data/listings")
+FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prefs_train.jsonl", "prefs_eval.jsonl")
+
+
+def sha256_path(path: Path | str) -> str:
+    """sha256 of a file's exact bytes (what palate.json records as dataset_sha256)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def split_listings(listings: list[Listing], seed: int, eval_fraction: float) -> tuple[list[Listing], list[Listing]]:
+    """Shuffle by seed and cut: (train, eval). Disjoint by listing id."""
+    order = list(listings)
+    random.Random(f"split:{seed}").shuffle(order)
+    n_eval = max(1, round(len(order) * eval_fraction))
+    return order[n_eval:], order[:n_eval]
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def sft_row(listing: Listing, rng: random.Random) -> dict:
+    prompt = write_prompt(listing, rng)
+    answer = write_grounded(listing, rng)
+    return {"messages": _user(prompt) + _assistant(answer), "listing": listing.facts()}
+
+
+def preference_row(listing: Listing, kind: str, rng: random.Random) -> dict:
+    """One pair: a fresh prompt phrasing, a grounded chosen answer, a near-miss of `kind` as rejected."""
+    prompt = write_prompt(listing, rng)
+    wording_state = rng.getstate()
+    chosen = write_grounded(listing, rng)
+    if kind in REPLAY_KINDS:
+        replay = random.Random()
+        replay.setstate(wording_state)
+        rejected = write_near_miss(kind, listing, replay)
+    else:
+        rejected = write_near_miss(kind, listing, rng)
+    return {"prompt": _user(prompt), "chosen": _assistant(chosen), "rejected": _assistant(rejected), "kind": kind,
+            "listing": listing.facts()}
+
+
+def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15,
+               pairs_per_listing: int = 2) -> dict[str, list[dict]]:
+    """The four splits as lists of rows (file name -> rows), without writing anything."""
+    listings = generate_listings(seed=seed, n=n_listings)
+    train, evaluation = split_listings(listings, seed, eval_fraction)
+    rng = random.Random(f"text:{seed}")
+    out: dict[str, list[dict]] = {name: [] for name in FILES}
+    for split, group in (("train", train), ("eval", evaluation)):
+        for index, listing in enumerate(group):
+            out[f"sft_{split}.jsonl"].append(sft_row(listing, rng))
+            for j in range(pairs_per_listing):
+                kind = NEAR_MISS_KINDS[(index * pairs_per_listing + j) % len(NEAR_MISS_KINDS)]
+                out[f"prefs_{split}.jsonl"].append(preference_row(listing, kind, rng))
+    _check(out)
+    return out
+
+
+def _check(out: dict[str, list[dict]]) -> None:
+    for name, rows in out.items():
+        for row in rows:
+            answer = row["messages"][-1]["content"] if "messages" in row else row["chosen"][0]["content"]
+            problems = grounding_problems(answer, row["listing"])
+            if problems:
+                raise AssertionError(f"{name}: generated answer for {row['listing']['id']} is not grounded: {problems}")
+            if "rejected" in row and row["rejected"] == row["chosen"]:
+                raise AssertionError(f"{name}: rejected equals chosen for {row['listing']['id']}")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows as JSONL atomically (temp file + rename), with stable key order."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def build_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0, n_listings: int = 800,
+                  eval_fraction: float = 0.15, pairs_per_listing: int = 2) -> dict[str, Path]:
+    """Generate the dataset and write it under `out_dir`; returns {"sft_train": path, ...} for the four files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, rows in build_rows(seed, n_listings, eval_fraction, pairs_per_listing).items():
+        path = out_dir / name
+        write_jsonl(path, rows)
+        paths[name.removesuffix(".jsonl")] = path
+    return paths
+
+
+def ensure_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0) -> dict[str, Path]:
+    """The dataset under `out_dir`, built first if any file is missing."""
+    out_dir = Path(out_dir)
+    if all((out_dir / name).is_file() for name in FILES):
+        return {name.removesuffix(".jsonl"): out_dir / name for name in FILES}
+    return build_dataset(out_dir, seed)

@@ -1,0 +1,115 @@
+"""Training metrics: recorded at every logging step, written as JSON and plotted as PNG next to the adapter.
+
+`MetricsRecorder` is a `transformers.TrainerCallback`; it keeps `trainer.state.log_history`-style entries and
+rewrites `<dir>/metrics.json` after every log, so a crashed or interrupted run still leaves its curve behind.
+`plot_metrics(history, path)` draws loss and, for DPO, rewards/chosen, rewards/rejected, rewards/margins and
+rewards/accuracies against the step.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+DPO_REWARD_KEYS = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+
+
+class MetricsRecorder(TrainerCallback):
+    """Collect every log entry; persist them to `path` (JSON) as they arrive."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.history: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+            self.history.append(entry)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.history, indent=1))
+
+
+class GracefulInterrupt(TrainerCallback):
+    """First Ctrl-C: save a checkpoint at the end of the current step and stop; a second Ctrl-C aborts at once.
+
+    `interrupted` tells the job not to register the adapter; the next run of the same command resumes."""
+
+    def __init__(self):
+        self.interrupted = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\npalate: Ctrl-C - saving a checkpoint after this step (Ctrl-C again to abort now)", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def final_metrics(history: list[dict]) -> dict:
+    """{"train": last training log values + the train summary, "eval": eval_* values} from a log history."""
+    train: dict = {}
+    evaluation: dict = {}
+    for entry in history:
+        for key, value in entry.items():
+            if not isinstance(value, (int, float)) or key in {"step", "epoch"}:
+                continue
+            (evaluation if key.startswith("eval_") else train)[key] = value
+    return {"train": train, "eval": evaluation}
+
+
+def plot_metrics(history: list[dict], path: Path, title: str) -> Path:
+    """Plot the training curves (loss; DPO rewards when present) to a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [e for e in history if "loss" in e]
+    has_rewards = any("rewards/margins" in e for e in steps)
+    fig, axes = plt.subplots(1, 3 if has_rewards else 1, figsize=(15 if has_rewards else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], marker=".", label="train loss")
+    evals = [e for e in history if "eval_loss" in e]
+    if evals:
+        ax.scatter([e["step"] for e in evals], [e["eval_loss"] for e in evals], color="red", label="eval loss", zorder=3)
+    ax.set_xlabel("step"), ax.set_title("loss"), ax.legend()
+    if has_rewards:
+        ax = axes[0][1]
+        for key in DPO_REWARD_KEYS[:3]:
+            ax.plot([e["step"] for e in steps if key in e], [e[key] for e in steps if key in e], marker=".", label=key)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_xlabel("step"), ax.set_title("implicit rewards"), ax.legend()
+        ax = axes[0][2]
+        key = "rewards/accuracies"
+        ax.plot([e["step"] for e in steps if key in e], [e[key] for e in steps if key in e], marker=".", label="train")
+        eval_acc = [e for e in history if "eval_rewards/accuracies" in e]
+        if eval_acc:
+            ax.scatter([e["step"] for e in eval_acc], [e["eval_rewards/accuracies"] for e in eval_acc], color="red",
+                       label="eval", zorder=3)
+        ax.set_ylim(0, 1.05), ax.set_xlabel("step"), ax.set_title("reward accuracy"), ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,170 @@
+"""Rejected answers: plausible near-misses of a grounded description, one writer per kind.
+
+Good preference data lives on the line between fine and better, so each rejected answer is something a weak model
+or a careless copywriter would plausibly write, not garbage:
+
+- `hype`             the facts, buried in hype words and exclamation marks (terms from `HYPE_TERMS`)
+- `vague`            generic praise that could describe any property; almost no facts
+- `invented_feature` the grounded wording with exactly one feature the listing does not have
+- `wrong_number`     the grounded wording with exactly one number wrong (beds, baths, area, minutes, fee or year)
+- `over_hedged`      the facts, smothered in hedges and an unrequested lecture
+- `omits_facts`      accurate but leaves out most facts (features, transit, fee)
+
+`write_near_miss(kind, listing, rng)` is pure given the rng state. For the kinds in `REPLAY_KINDS` the caller passes
+an rng in the state the chosen answer was written from: the pair then differs only in the error (the DPO signal is
+the error itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from training.describe import bed_bath_phrase, fmt_area, fmt_baths, grounded_sentences, join_list
+from training.listings import ALL_FEATURES, HYPE_TERMS, Listing, _TYPES
+
+NEAR_MISS_KINDS: list[str] = ["hype", "vague", "invented_feature", "wrong_number", "over_hedged", "omits_facts"]
+REPLAY_KINDS = frozenset({"invented_feature", "wrong_number"})
+
+
+_HYPE_ADJECTIVES = ["amazing", "stunning", "incredible", "breathtaking", "jaw-dropping", "luxurious", "spectacular",
+                    "unbelievable"]
+assert set(_HYPE_ADJECTIVES) <= set(HYPE_TERMS)
+
+
+def _hype(listing: Listing, rng: random.Random) -> str:
+    words = rng.sample(_HYPE_ADJECTIVES, 3)
+    kind, place = listing.property_type, listing.neighbourhood
+    opening = rng.choice([
+        f"{words[0].upper()} {kind} in {place}!!!",
+        f"WOW! {words[0].capitalize()} {kind} alert in {place}!",
+        f"Your {words[0]} {kind} is finally here!!",
+    ])
+    body = [
+        f"{bed_bath_phrase(listing, rng).capitalize()} and {fmt_area(listing.area_sqft, rng)} of pure {words[1]} living.",
+        f"Enjoy {join_list(list(listing.features))} - simply {words[2]}!",
+        rng.choice([f"Just {listing.transit}!", f"Steps from everything - {listing.transit}!"]),
+    ]
+    rng.shuffle(body)
+    closer = rng.choice([
+        "This is a must see and it won't last!!!",
+        "Once-in-a-lifetime opportunity - book your showing NOW!",
+        "Dream home alert! Don't miss out!!!",
+        "Unbelievable value. Call today before it's gone!",
+    ])
+    return " ".join([opening, *body, closer])
+
+
+def _vague(listing: Listing, rng: random.Random) -> str:
+    kind = listing.property_type
+    sentences = [
+        rng.choice([f"A lovely {kind} in a great neighbourhood.", f"Charming {kind} in a popular part of town.",
+                    f"A wonderful {kind} with lots to offer.", f"Nice {kind} in a convenient location."]),
+        rng.choice(["Plenty of space for everyone and lots of nice features throughout.",
+                    "Comfortable rooms and a practical layout.", "Great layout with room to grow.",
+                    "Offers everything you need and more."]),
+        rng.choice(["Close to transit, shops and parks.", "Convenient to transit and amenities.",
+                    "Everything is nearby.", "Easy access to all the essentials."]),
+        rng.choice(["Well kept and priced right.", "Come see it for yourself.", "A great place to call home.",
+                    "Contact us for more details."]),
+    ]
+    return " ".join(sentences)
+
+
+def _side_rng(listing: Listing, purpose: str) -> random.Random:
+    # Choices that must not consume the wording rng (which replays the chosen answer) come from a seeded side rng.
+    return random.Random(f"{listing.id}:{purpose}")
+
+
+def _invented_feature(listing: Listing, rng: random.Random) -> str:
+    pool = sorted({f for group in _TYPES[listing.property_type][5] for f in group} - set(listing.features))
+    if not pool:  # every plausible feature is present: fall back to the whole vocabulary
+        pool = sorted(set(ALL_FEATURES) - set(listing.features))
+    extra = _side_rng(listing, "invented").choice(pool)
+    return " ".join(grounded_sentences(listing, rng, extra_feature=extra))
+
+
+def wrong_number_listing(listing: Listing, rng: random.Random) -> Listing:
+    """A copy of `listing` with exactly one numeric fact changed to a plausible wrong value."""
+    fields = ["baths", "area_sqft", "transit_minutes", "year_built"]
+    if listing.beds >= 1:
+        fields.append("beds")
+    if listing.monthly_fee is not None:
+        fields.append("monthly_fee")
+    field = rng.choice(fields)
+    value = getattr(listing, field)
+    if field == "beds":
+        new = value + 1 if value == 1 or rng.random() < 0.5 else value - 1
+    elif field == "baths":
+        # Stay on the same side of 1 so the wording ('bath' / 'baths') and thus the rng path stay identical.
+        new = value + rng.choice([0.5, 1.0]) if value <= 1 or rng.random() < 0.5 else max(1.5, value - 1.0)
+        if new == value:
+            new = value + 1.0
+    elif field == "area_sqft":
+        new = value + rng.choice([-1, 1]) * rng.randrange(150, 450, 10)
+        new = new if new > 200 else value + 300
+    elif field == "transit_minutes":
+        new = value + rng.choice([-1, 1]) * rng.randint(4, 9)
+        new = new if new >= 1 else value + 6
+    elif field == "monthly_fee":
+        new = value + rng.choice([-1, 1]) * rng.randrange(100, 300, 5)
+        new = new if new > 50 else value + 150
+    else:
+        new = value + rng.choice([-1, 1]) * rng.randint(6, 25)
+    changes: dict = {field: new}
+    if field == "transit_minutes":
+        changes["transit"] = listing.transit.replace(f"a {value}-minute", f"a {new}-minute", 1)
+    return dataclasses.replace(listing, **changes)
+
+
+def _wrong_number(listing: Listing, rng: random.Random) -> str:
+    wrong = wrong_number_listing(listing, _side_rng(listing, "wrong_number"))
+    return " ".join(grounded_sentences(wrong, rng))
+
+
+def _over_hedged(listing: Listing, rng: random.Random) -> str:
+    kind, place = listing.property_type, listing.neighbourhood
+    sentences = [
+        rng.choice([
+            f"Based on the information provided, this appears to be a {kind} in {place}, although I cannot verify it.",
+            f"I can't guarantee accuracy, but this may be a {kind} located in what is described as {place}.",
+        ]),
+        f"It reportedly has {bed_bath_phrase(listing, rng)} and roughly {fmt_area(listing.area_sqft, rng)}, "
+        "though measurements can vary and should be confirmed.",
+        f"It is said to be {listing.transit}, depending on your walking pace.",
+        f"Listed features possibly include {join_list(list(listing.features))}.",
+        rng.choice([
+            "Please remember that a listing description is not a legal document: always hire a licensed inspector, "
+            "review the disclosures with a real-estate lawyer, and never rely on marketing text alone.",
+            "Before making any decision, it is important to consult qualified professionals, compare several "
+            "properties, and consider your long-term financial situation carefully.",
+        ]),
+    ]
+    return " ".join(sentences)
+
+
+def _omits_facts(listing: Listing, rng: random.Random) -> str:
+    kind, place = listing.property_type, listing.neighbourhood
+    beds = "studio" if listing.beds == 0 else f"{listing.beds}-bedroom"
+    return rng.choice([
+        f"{beds.capitalize()} {kind} in {place}. Contact us for details.",
+        f"A {beds} {kind} in {place}, built in {listing.year_built}.",
+        f"{place} {kind} with {fmt_baths(listing.baths)} bathrooms. Ask for more information.",
+    ])
+
+
+_WRITERS = {
+    "hype": _hype,
+    "vague": _vague,
+    "invented_feature": _invented_feature,
+    "wrong_number": _wrong_number,
+    "over_hedged": _over_hedged,
+    "omits_facts": _omits_facts,
+}
+
+
+def write_near_miss(kind: str, listing: Listing, rng: random.Random) -> str:
+    """A rejected answer of `kind` (one of NEAR_MISS_KINDS) for `listing`."""
+    if kind not in _WRITERS:
+        raise ValueError(f"unknown near-miss kind {kind!r}; choose from {NEAR_MISS_KINDS}")
+    return _WRITERS[kind](listing, rng)
