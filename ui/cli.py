@@ -1,9 +1,71 @@
-"""Subcommands of the ui package."""
+"""Subcommands of the ui package: `palate arena` (the Gradio arena on its own) and `palate votes export`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds this package's subcommands to `palate`."""
+    arena = subparsers.add_parser(
+        "arena", help="run the blind arena UI against a running Palate server",
+        description="Run the Gradio arena on its own; it talks to the server over HTTP only.")
+    arena.add_argument("--server", default="http://127.0.0.1:8000", help="base URL of a running `palate serve`")
+    arena.add_argument("--host", default="127.0.0.1", help="address the UI binds")
+    arena.add_argument("--port", type=int, default=7860, help="port the UI binds")
+    arena.add_argument("--arena-config", default=None, help="arena YAML (default configs/arena.yaml)")
+    arena.set_defaults(handler=_arena)
+
+    votes = subparsers.add_parser("votes", help="arena votes: export them as DPO pairs")
+    votes_sub = votes.add_subparsers(dest="votes_command", metavar="ACTION", required=True)
+    export = votes_sub.add_parser(
+        "export", help="write arena votes as DPO pairs (TRL conversational JSONL) with a lint summary",
+        description="Reads the vote store (server.database_url of --config, or --database-url) and writes "
+                    "prompt/chosen/rejected rows to --out, plus <out>.lint.json. Skips ties, both-bad, errored or "
+                    "truncated sides, identical answers, same-model pairs and identity leaks; merges repeated "
+                    "(prompt, pair) judgments by majority.")
+    export.add_argument("--out", required=True, help="output JSONL path, e.g. data/arena-pairs.jsonl")
+    export.add_argument("--config", default=None, help="server YAML whose server.database_url to read")
+    export.add_argument("--database-url", default=None, help="vote store URL (overrides --config)")
+    export.add_argument("--server", default=None, help="read through a server's /v1/arena/export instead")
+    export.set_defaults(handler=_export)
+
+
+def _arena(args: argparse.Namespace) -> int:
+    from core.arena_config import load_arena_config
+    from ui.app import launch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_arena_config(args.arena_config)
+    print(f"palate arena: http://{args.host}:{args.port} -> server {args.server}", flush=True)
+    launch(args.server, host=args.host, port=args.port, arena_config=config)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from core.vote_export import ExportResult, export_pairs, format_summary, write_export
+
+    if args.server:
+        import asyncio
+
+        from ui.client import ArenaClient
+
+        payload = asyncio.run(ArenaClient(args.server).export())
+        result = ExportResult(payload["rows"], payload["summary"])
+    else:
+        from core.config import PROJECT_ROOT, load_config
+        from core.votes import VoteStore
+
+        url = args.database_url or load_config(args.config).server.database_url
+        store = VoteStore(url, root=PROJECT_ROOT)
+        try:
+            result = export_pairs(store.voted_battles())
+        finally:
+            store.close()
+    summary = write_export(result, args.out)
+    print(format_summary(summary))
+    print(json.dumps({"out": summary["out"], "rows": summary["rows"], "sha256": summary["sha256"]}), file=sys.stderr)
+    return 0

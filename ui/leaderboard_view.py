@@ -1,0 +1,59 @@
+"""Leaderboard JSON (GET /v1/arena/leaderboard) -> what the UI shows: a table, a win-rate matrix and a plot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STANDING_COLUMNS = ["rank", "model", "rating", "95% CI", "votes", "W / L / T", "status"]
+
+
+def standings_rows(board: dict) -> list[list[Any]]:
+    rows = []
+    for s in board.get("standings", []):
+        rows.append([s["rank"], s["contestant"], round(s["rating"]),
+                     f"{round(s['ci_low'])} – {round(s['ci_high'])}", s["votes"],
+                     f"{s['wins']} / {s['losses']} / {s['ties']}",
+                     f"provisional (< {board.get('min_votes', 0)} votes)" if s["provisional"] else "rated"])
+    return rows
+
+
+def matrix_rows(board: dict) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows: cell (i, j) is row model's win rate against column model, with its Wilson 95% interval."""
+    names = board.get("contestants", [])
+    rows = []
+    for name, cells in zip(names, board.get("matrix", [])):
+        row = [name]
+        for cell in cells:
+            row.append("–" if cell["win_rate"] is None else
+                       f"{cell['win_rate']:.0%} ({cell['ci_low']:.0%}–{cell['ci_high']:.0%}, n={cell['games']})")
+        rows.append(row)
+    return ["win rate of ↓ vs →", *names], rows
+
+
+def summary_markdown(board: dict) -> str:
+    return (f"**{board.get('total_votes', 0)} votes** · Bradley–Terry ratings (Elo scale, ties = half a win) with 95% "
+            f"bootstrap intervals ({board.get('bootstrap_rounds', 0)} rounds)")
+
+
+def ratings_figure(board: dict):
+    """Horizontal error-bar plot of ratings and their intervals (matplotlib figure, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    standings = list(reversed(board.get("standings", [])))
+    fig, ax = plt.subplots(figsize=(6, 0.6 * max(len(standings), 2) + 1))
+    if standings:
+        ratings = [s["rating"] for s in standings]
+        low = [s["rating"] - s["ci_low"] for s in standings]
+        high = [s["ci_high"] - s["rating"] for s in standings]
+        colors = ["#999999" if s["provisional"] else "#d35400" for s in standings]
+        ax.errorbar(ratings, range(len(standings)), xerr=[low, high], fmt="none", ecolor="#555555", capsize=4)
+        ax.scatter(ratings, range(len(standings)), c=colors, zorder=3)
+        ax.set_yticks(range(len(standings)), [s["contestant"] for s in standings])
+    ax.axvline(1000, color="#cccccc", linestyle="--", linewidth=1)
+    ax.set_xlabel("rating (95% interval; grey = provisional)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
