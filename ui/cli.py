@@ -11,7 +11,7 @@ import sys
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds this package's subcommands to `palate`."""
     arena = subparsers.add_parser(
-        "arena", help="run the blind arena UI against a running Palate server",
+        "arena", help="Run the blind arena UI against a running Palate server.",
         description="Run the Gradio arena on its own; it talks to the server over HTTP only.")
     arena.add_argument("--server", default="http://127.0.0.1:8000", help="base URL of a running `palate serve`")
     arena.add_argument("--host", default="127.0.0.1", help="address the UI binds")
@@ -19,10 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     arena.add_argument("--arena-config", default=None, help="arena YAML (default configs/arena.yaml)")
     arena.set_defaults(handler=_arena)
 
-    votes = subparsers.add_parser("votes", help="arena votes: export them as DPO pairs")
+    votes = subparsers.add_parser("votes", help="Export arena votes as DPO pairs.")
     votes_sub = votes.add_subparsers(dest="votes_command", metavar="ACTION", required=True)
     export = votes_sub.add_parser(
-        "export", help="write arena votes as DPO pairs (TRL conversational JSONL) with a lint summary",
+        "export", help="Write arena votes as DPO pairs (TRL conversational JSONL) with a lint summary.",
         description="Reads the vote store (server.database_url of --config, or --database-url) and writes "
                     "prompt/chosen/rejected rows to --out, plus <out>.lint.json. Skips ties, both-bad, errored or "
                     "truncated sides, identical answers, same-model pairs and identity leaks; merges repeated "

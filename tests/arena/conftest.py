@@ -40,3 +40,5 @@ def fake_client(tmp_path: Path):
     with TestClient(app) as client:
         client.engine = engine
         yield client
+
+from tests.arena.live import arena_live_server  # noqa: E402,F401 - a real palate serve for e2e tests
