@@ -49,6 +49,7 @@ class VllmConfig(_Strict):
     """Settings passed to vLLM's engine. Defaults work on a 2-core, 24 GB CPU machine."""
 
     max_model_len: int = Field(2048, description="Context length (prompt + completion) in tokens.")
+    dtype: Literal["bfloat16", "float32", "float16"] = Field("bfloat16", description="Compute dtype of the engine.")
     max_num_seqs: int = Field(32, description="Sequences scheduled together.")
     gpu_memory_utilization: float = Field(0.5, description="Share of device memory vLLM may take (GPU only).")
     kv_cache_space_gib: int = Field(2, description="VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU.")

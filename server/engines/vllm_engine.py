@@ -39,7 +39,7 @@ class VllmEngine:
         return AsyncEngineArgs(
             model=str(self.model_dir),
             served_model_name=[self.served_model_name],
-            dtype="bfloat16",
+            dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             gpu_memory_utilization=cfg.gpu_memory_utilization,

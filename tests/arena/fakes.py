@@ -78,6 +78,8 @@ class FakeEngine:
 
     async def generate(self, prompt, sampling: Sampling, adapter: AdapterHandle | None, request_id: str):  # noqa: ANN001
         self.requests.append((request_id, adapter.ref if adapter else None, sampling))
+        if isinstance(prompt, list):  # token ids (the OpenAI routes send ids; the arena sends text)
+            prompt = " ".join(str(t) for t in prompt)
         if adapter is not None and adapter.lora_id not in self.loaded:
             raise EngineError(f"LoRA {adapter.ref} is not loaded")
         if "FAIL" in prompt and adapter is not None:

@@ -1,0 +1,144 @@
+"""Shared test helpers: a real `palate serve` subprocess, free ports, tiny real adapters."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from core.config import PROJECT_ROOT
+
+BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def engine_pids(parent_pid: int) -> list[int]:
+    """PIDs of every descendant of `parent_pid` (vLLM's EngineCore and workers among them)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        pid, ppid = (int(x) for x in line.split())
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], [parent_pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+@dataclass
+class LiveServer:
+    """A running `palate serve` subprocess and what a test needs to talk to it."""
+
+    url: str
+    admin_token: str
+    registry_root: Path
+    database_url: str
+    config_path: Path
+    log_path: Path
+    process: subprocess.Popen
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def admin_headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return self.process.wait(10)
+        return self.process.returncode
+
+
+def write_server_config(path: Path, *, port: int, registry_root: Path, database_url: str, admin_token: str,
+                        **server_overrides) -> Path:
+    config = {"host": "127.0.0.1", "port": port, "adapter_root": str(registry_root), "database_url": database_url,
+              "admin_token": admin_token, "watch_interval_s": 1.0,
+              "vllm": {"max_model_len": 1024, "max_num_seqs": 16, "kv_cache_space_gib": 1, "max_loras": 4,
+                       "max_lora_rank": 32}}
+    for key, value in server_overrides.items():
+        if isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
+    path.write_text("# Used by: tests (palate serve --config this-file)\n" + yaml.safe_dump(config))
+    return path
+
+
+def start_server(workdir: Path, registry_root: Path, *, database_url: str | None = None, admin_token: str = "test-admin",
+                 args: tuple[str, ...] = (), timeout_s: float = 240, **server_overrides) -> LiveServer:
+    """Start `palate serve` with its own config file and wait until /health answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    database_url = database_url or f"sqlite:///{workdir / 'votes.db'}"
+    config_path = write_server_config(workdir / "server.yaml", port=port, registry_root=registry_root,
+                                      database_url=database_url, admin_token=admin_token, **server_overrides)
+    log_path = workdir / f"server-{port}.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PALATE_ADMIN_TOKEN", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "serve", "--config", str(config_path), *args],
+        cwd=PROJECT_ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = LiveServer(f"http://127.0.0.1:{port}", admin_token, registry_root, database_url, config_path, log_path,
+                        process)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"palate serve exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"palate serve did not come up in {timeout_s}s:\n{server.log_tail()}")
+
+
+def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:
+    """Real sft@1 and dpo@1 on the real base model, trained for a couple of steps: enough to be distinct,
+    real PEFT adapters the engine must serve, in well under a minute."""
+    from training.jobs import train_dpo, train_sft
+
+    quiet = lambda *a, **k: None  # noqa: E731
+    # No warm-up and a high learning rate: two steps must move the adapter far enough that its greedy output
+    # differs from the base model's, or tests that compare engines could not tell an ignored adapter apart.
+    overrides = {"max_steps": steps, "logging_steps": 1, "save_strategy": "no", "max_eval_rows": 4,
+                 "warmup_steps": 0, "learning_rate": 2e-3}
+    sft = train_sft(registry_root=registry_root, overrides=dict(overrides), log=quiet)
+    dpo = train_dpo(registry_root=registry_root, overrides=dict(overrides), log=quiet)
+    return {"sft": sft, "dpo": dpo}
