@@ -1,22 +1,16 @@
 """Pair reading and TRL-identical tokenization on the real base model's tokenizer and chat template."""
 
 import json
-from pathlib import Path
-
 import pytest
 
 from eval.pairs import common_prefix_length, read_pairs, tokenize_pair
 
-BASE_DIR = Path(__file__).resolve().parents[2] / "models" / "base"
-
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    if not (BASE_DIR / "tokenizer.json").is_file():
-        pytest.skip("base model not provisioned: run `palate model pull`")
+def tokenizer(base_model_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(BASE_DIR))
+    return AutoTokenizer.from_pretrained(str(base_model_dir))
 
 
 def _write(tmp_path, rows):

@@ -1,0 +1,55 @@
+"""The serving engine, set up for scoring: Palate's `VllmEngine` with two settings that honest margins need.
+
+1. float32 arithmetic. The weights are bf16 values, exactly representable in float32, so float32 gives the log-probs
+   of the stored model. In bf16 the same engine drifts 0.3-0.5 nats per ~60-token answer from that (measured on
+   SmolLM2-135M; see eval/README_SECTION.md) - as large as the margins DPO moves on a quick run. With float32 the
+   vLLM engine and the transformers + PEFT reference agree to 1e-3 nats.
+2. LoRA restricted to the projection layers (`lora_target_modules`). With `enable_lora`, vLLM 0.32 also wraps the
+   tied lm_head in `LogitsProcessorWithLoRA`, whose CPU kernel indexes the LoRA slots per *request* while prompt
+   log-probs arrive per *token*: the engine core dies on the first `prompt_logprobs` request (einsum shape error;
+   vllm-project/vllm#16668, #29955). PEFT adapters trained by Palate never touch lm_head, so leaving it unwrapped
+   changes nothing they compute.
+
+The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
+applied only when the engine arguments leave it unset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Llama-family projection names, vLLM's packed names included (qkv_proj, gate_up_proj): everything but lm_head.
+PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj",
+                      "down_proj"]
+
+
+def scoring_engine(model_dir: Path | str, vllm_cfg: Any, dtype: str = "float32") -> Any:
+    """A `server.engines.vllm_engine.VllmEngine` (not started) that scores in `dtype` with a LoRA-safe logits
+    layer. Call `await engine.start()`; load adapters with `engine.load_adapter(AdapterHandle(...))`."""
+    from server.engines.vllm_engine import VllmEngine
+
+    cfg = vllm_cfg.model_copy(update={"dtype": dtype})
+
+    class ScoringVllmEngine(VllmEngine):
+        def engine_args(self) -> Any:
+            args = super().engine_args()
+            args.dtype = dtype
+            if getattr(args, "lora_target_modules", None) is None:
+                args.lora_target_modules = list(PROJECTION_MODULES)
+            return args
+
+    engine = ScoringVllmEngine(Path(model_dir), cfg)
+    engine.dtype = dtype
+    return engine
+
+
+def adapter_handles(models: list[Any], first_lora_id: int = 1) -> dict[str, Any]:
+    """An AdapterHandle per adapter among `models` (objects with .ref and .path; the base model has path None)."""
+    from server.engines.base import AdapterHandle
+
+    handles = {}
+    for model in models:
+        if model.path is not None and model.ref not in handles:
+            handles[model.ref] = AdapterHandle(model.ref, first_lora_id + len(handles), Path(model.path))
+    return handles
