@@ -74,3 +74,23 @@ def test_hedges_and_length_penalty():
 def test_prefer_picks_the_higher_score_and_ties():
     good, hype = judge_listing(GROUNDED, FACTS), judge_listing(GROUNDED + "!!!", FACTS)
     assert prefer(good, hype) == "A" and prefer(hype, good) == "B" and prefer(good, good) == "tie"
+
+
+def test_judge_agrees_with_the_dataset_labels():
+    """On the demo dataset (a different seed from the shipped one), every chosen answer covers all its facts with no
+    hype and nothing invented, beats its near-miss, and each near-miss kind trips the check it is about."""
+    from training.data import build_rows
+
+    rows = build_rows(seed=7, n_listings=60)["prefs_eval.jsonl"]
+    assert len({r["kind"] for r in rows}) >= 5
+    for row in rows:
+        chosen = judge_listing(row["chosen"][-1]["content"], row["listing"])
+        rejected = judge_listing(row["rejected"][-1]["content"], row["listing"])
+        assert chosen.coverage == 1.0 and not chosen.has_hype and not chosen.has_invented, row["chosen"]
+        assert prefer(chosen, rejected) == "A", (row["kind"], row["rejected"])
+        if row["kind"] == "hype":
+            assert rejected.has_hype
+        if row["kind"] in {"invented_feature", "wrong_number"}:
+            assert rejected.has_invented, row["rejected"]
+        if row["kind"] in {"vague", "omits_facts"}:
+            assert rejected.coverage < 0.5
