@@ -1,0 +1,175 @@
+"""`palate eval generate`: every model answers the same held-out prompts with the same fixed sampling settings.
+
+Two ways to reach the models, one interface (`Generator.complete(model, messages, seed) -> text`):
+
+- `ServerGenerator`: any OpenAI-compatible server (a running `palate serve`), through the `openai` client.
+- `EngineGenerator`: Palate's serving engine in this process (base + adapters in one vLLM engine), prompts rendered
+  with the base model's chat template exactly as the server renders them.
+
+Each prompt gets its own seed (`seed + index`), the same for every model, so two models see the same randomness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from eval.judge import JudgeConfig, judge_listing
+from eval.pairs import file_sha256
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Fixed for a whole evaluation; recorded with its results."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 200
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    prompt_id: str
+    messages: list[dict]
+    listing: dict | None
+
+
+def read_prompts(path: Path | str, limit: int | None = None) -> list[EvalPrompt]:
+    """Held-out prompts from an SFT file (messages minus the final assistant turn) or a preference file (prompt).
+    One prompt per listing and prompt text, in file order."""
+    prompts, seen = [], set()
+    with Path(path).open() as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "prompt" in row:
+                messages = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+            elif "messages" in row:
+                messages = [m for m in row["messages"]]
+                while messages and messages[-1]["role"] == "assistant":
+                    messages.pop()
+            else:
+                raise ValueError(f"{path}:{line_no}: a prompt row needs 'prompt' or 'messages'")
+            listing = row.get("listing")
+            key = ((listing or {}).get("id"), json.dumps(messages, sort_keys=True))
+            if key in seen:
+                continue
+            seen.add(key)
+            prompts.append(EvalPrompt(str(row.get("id") or (listing or {}).get("id") or f"line{line_no}"), messages,
+                                      listing))
+            if limit is not None and len(prompts) >= limit:
+                break
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+class Generator(Protocol):
+    async def complete(self, model: str, messages: list[dict], seed: int) -> str: ...
+
+    async def resolve(self, model: str) -> dict: ...
+
+
+class ServerGenerator:
+    """Generate through an OpenAI-compatible server. `resolve` reads /v1/models (Palate cards carry the exact version
+    an alias points at, under `root`, and the adapter's provenance under `palate`)."""
+
+    def __init__(self, base_url: str, sampling: SamplingSettings, api_key: str = "palate", concurrency: int = 8):
+        from openai import AsyncOpenAI
+
+        self.client = AsyncOpenAI(base_url=base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1"),
+                                  api_key=api_key, timeout=600)
+        self.sampling = sampling
+        self.gate = asyncio.Semaphore(concurrency)
+
+    async def resolve(self, model: str) -> dict:
+        cards = {card.id: card for card in (await self.client.models.list()).data}
+        if model not in cards:
+            raise ValueError(f"the server does not serve {model!r}; it serves {sorted(cards)}")
+        card = cards[model].model_dump()
+        palate = card.get("palate") or {}
+        ref = card.get("root") if palate.get("kind") not in (None, "base") else "base"
+        return {"label": model, "ref": ref or model, "kind": palate.get("kind", "base"),
+                "content_sha256": palate.get("content_sha256"), "parent": card.get("parent"),
+                "dataset_sha256": palate.get("dataset_sha256")}
+
+    async def complete(self, model: str, messages: list[dict], seed: int) -> str:
+        s = self.sampling
+        async with self.gate:
+            response = await self.client.chat.completions.create(
+                model=model, messages=messages, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                seed=seed)
+        return response.choices[0].message.content or ""
+
+
+class EngineGenerator:
+    """Generate with an in-process engine (Engine protocol). `models` maps a label to (resolved model record,
+    adapter handle or None for the base model)."""
+
+    def __init__(self, engine: Any, models: dict[str, tuple[dict, Any]], sampling: SamplingSettings):
+        self.engine = engine
+        self.models = models
+        self.sampling = sampling
+
+    async def resolve(self, model: str) -> dict:
+        return self.models[model][0]
+
+    async def complete(self, model: str, messages: list[dict], seed: int) -> str:
+        from server.engines.base import Sampling
+
+        s = self.sampling
+        ids = self.engine.tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                          return_dict=True)["input_ids"]
+        sampling = Sampling(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed)
+        parts = []
+        async for delta in self.engine.generate(list(ids), sampling, self.models[model][1],
+                                                f"eval-{uuid.uuid4().hex[:12]}"):
+            parts.append(delta.text)
+        return "".join(parts)
+
+
+def summarize_verdicts(verdicts: list[dict]) -> dict:
+    """Per-model judge summary: means of score, coverage and words; rates of answers with hype, with anything
+    invented, with an exclamation mark, with a length out of bounds."""
+    n = len(verdicts)
+    mean = lambda key: sum(v[key] for v in verdicts) / n  # noqa: E731
+    return {
+        "n": n, "score": mean("score"), "coverage": mean("coverage"), "words": mean("words"),
+        "hype_rate": sum(bool(v["hype_terms"]) or v["exclamations"] > 0 for v in verdicts) / n,
+        "invented_rate": sum(bool(v["invented"]) for v in verdicts) / n,
+        "exclamation_rate": sum(v["exclamations"] > 0 for v in verdicts) / n,
+        "hedge_rate": sum(bool(v["hedges"]) for v in verdicts) / n,
+        "length_off_rate": sum(not v["length_ok"] for v in verdicts) / n,
+    }
+
+
+async def generate_all(generator: Generator, labels: list[str], prompts: list[EvalPrompt], sampling: SamplingSettings,
+                       data: Path | str, judge: JudgeConfig = JudgeConfig(), progress: Any = print) -> dict:
+    """Every model answers every prompt; each answer is judged against its listing. Returns JSON-ready results."""
+    models = [await generator.resolve(label) for label in labels]
+    outputs: dict[str, list[str]] = {}
+    for label in labels:
+        started = time.perf_counter()
+        outputs[label] = list(await asyncio.gather(*(
+            generator.complete(label, p.messages, sampling.seed + i) for i, p in enumerate(prompts))))
+        progress(f"  {label}: {len(prompts)} answers in {time.perf_counter() - started:.1f}s")
+    items = []
+    for i, prompt in enumerate(prompts):
+        answers = {label: outputs[label][i] for label in labels}
+        verdicts = ({label: judge_listing(text, prompt.listing, judge).to_dict() for label, text in answers.items()}
+                    if prompt.listing else {})
+        items.append({"prompt_id": prompt.prompt_id, "messages": prompt.messages, "listing": prompt.listing,
+                      "answers": answers, "verdicts": verdicts})
+    judged = [item for item in items if item["verdicts"]]
+    summary = {label: summarize_verdicts([item["verdicts"][label] for item in judged]) for label in labels} \
+        if judged else {}
+    return {"data": {"path": str(data), "sha256": file_sha256(data), "n_prompts": len(prompts)},
+            "sampling": asdict(sampling), "judge": asdict(judge), "models": models, "items": items,
+            "summary": summary, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
