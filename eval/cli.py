@@ -1,9 +1,219 @@
-"""Subcommands of the eval package."""
+"""Subcommands of the eval package: `palate eval margins|generate|report` and `palate loop`.
+
+Each handler parses its flags, prints what it resolved, and calls plain functions (eval.margins_job, eval.generate,
+eval.report, eval.loop). Heavy imports happen inside the handlers, so `palate --help` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PAIRS = "data/listings/prefs_eval.jsonl"
+DEFAULT_PROMPTS = "data/listings/sft_eval.jsonl"
+REPORTS = Path("reports")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds this package's subcommands to `palate`."""
+    ev = subparsers.add_parser("eval", help="Measure the preference shift: margins, judged generations, report.")
+    sub = ev.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+
+    m = sub.add_parser("margins", help="Chosen-vs-rejected log-prob margins, accuracy and DPO rewards per model.")
+    m.add_argument("--data", default=DEFAULT_PAIRS, help="preference JSONL (TRL format; 'kind' groups the breakdown)")
+    m.add_argument("--models", nargs="+", default=["base", "sft", "dpo"], help="base, aliases or name@version")
+    m.add_argument("--engine", choices=["vllm", "hf"], default="vllm",
+                   help="vllm: the serving engine's prompt log-probs (default); hf: transformers + PEFT reference")
+    m.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="arithmetic of the scorer")
+    m.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
+    m.add_argument("--kinds", nargs="*", default=None, help="only these near-miss kinds")
+    _common(m)
+    m.set_defaults(handler=_margins)
+
+    g = sub.add_parser("generate", help="Each model answers held-out prompts; the listing judge scores every answer.")
+    g.add_argument("--data", default=DEFAULT_PROMPTS, help="held-out prompts (SFT or preference JSONL with 'listing')")
+    g.add_argument("--models", nargs="+", default=["base", "sft", "dpo"])
+    g.add_argument("--server", default=None, help="generate through this OpenAI-compatible server (default: an "
+                                                  "in-process serving engine)")
+    g.add_argument("--limit", type=int, default=40, help="number of prompts")
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--max-tokens", type=int, default=200)
+    g.add_argument("--seed", type=int, default=1234, help="prompt i uses seed+i, the same for every model")
+    g.add_argument("--llm-judge-url", default=None, help="OpenAI-compatible base URL of an LLM judge (optional)")
+    g.add_argument("--llm-judge-model", default=None, help="model name at the LLM judge endpoint")
+    g.add_argument("--llm-judge-key", default="none", help="API key for the LLM judge endpoint")
+    _common(g)
+    g.set_defaults(handler=_generate)
+
+    r = sub.add_parser("report", help="Markdown + PNG plots in reports/<time>/ from the latest margins/generations.")
+    r.add_argument("--margins", default=None, help="margins JSON (default: the newest reports/margins-*.json)")
+    r.add_argument("--generations", default=None, help="generations JSON (default: the newest)")
+    r.add_argument("--database-url", default=None, help="vote store for the arena leaderboard (default: config)")
+    r.add_argument("--registry", default=None, help="adapter registry (training curves; default: config)")
+    r.add_argument("--config", default=None, help="server YAML (default: configs/server.yaml)")
+    r.add_argument("--out-dir", default=None, help="default: reports/<UTC time>/")
+    r.set_defaults(handler=_report)
+
+    loop = subparsers.add_parser("loop", help="Close the loop on a running server: simulated arena votes -> export "
+                                              "-> DPO -> hot-load -> alias -> check.")
+    loop.add_argument("--server", default="http://127.0.0.1:8000", help="base URL of a running `palate serve`")
+    loop.add_argument("--admin-token", default=None, help="bearer token for /admin (default: $PALATE_ADMIN_TOKEN)")
+    loop.add_argument("--votes", type=int, default=60, help="arena votes to cast")
+    loop.add_argument("--prompts", default=DEFAULT_PROMPTS, help="held-out prompts with listing facts")
+    loop.add_argument("--registry", default="adapters", help="registry the server serves from")
+    loop.add_argument("--database-url", default=None, help="export straight from this vote store (default: through "
+                                                          "the server's /v1/arena/export)")
+    loop.add_argument("--name", default="dpo", help="adapter name and alias to train and move")
+    loop.add_argument("--from", dest="parent", default="dpo", help="adapter to continue from (its reference)")
+    loop.add_argument("--max-steps", type=int, default=None, help="DPO steps (default: the quick profile's)")
+    loop.add_argument("--train-flag", action="append", default=[], help="extra `palate train dpo` flag (repeatable)")
+    loop.add_argument("--out-dir", default=None, help="where the export and loop record go (default: reports/loop-<time>)")
+    loop.add_argument("--concurrency", type=int, default=4, help="battles in flight at once")
+    loop.set_defaults(handler=_loop)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", default=None, help="adapter registry root (default: server config adapter_root)")
+    p.add_argument("--config", default=None, help="server YAML (default: configs/server.yaml)")
+    p.add_argument("--out", default=None, help="output JSON (default: reports/<what>-<UTC time>.json)")
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def _write(result: dict, out: str | None, what: str) -> Path:
+    path = Path(out) if out else REPORTS / f"{what}-{_stamp()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return path
+
+
+def _registry(args):
+    from core.config import PROJECT_ROOT, load_config
+    from core.registry import AdapterRegistry
+
+    cfg = load_config(args.config)
+    root = Path(args.registry) if args.registry else cfg.server.adapter_root
+    return cfg, AdapterRegistry(root if root.is_absolute() else PROJECT_ROOT / root)
+
+
+def _margins(args: argparse.Namespace) -> int:
+    from eval.margins_job import compute_margins
+    from eval.report_tables import margins_table
+    from eval.scoring import resolve_models, with_references
+
+    cfg, registry = _registry(args)
+    model_dir = cfg.model.resolved_dir()
+    print(f"palate eval margins: {args.data} | models {args.models} | engine {args.engine} ({args.dtype})", flush=True)
+
+    async def run() -> dict:
+        if args.engine == "hf":
+            from eval.logprobs_hf import HfScorer
+
+            return await compute_margins(HfScorer(model_dir, dtype=args.dtype), registry, args.models, args.data,
+                                         limit=args.limit, kinds=set(args.kinds) if args.kinds else None)
+        from eval.engine import adapter_handles, scoring_engine
+
+        engine = scoring_engine(model_dir, cfg.server.vllm, dtype=args.dtype)
+        await engine.start()
+        try:
+            handles = adapter_handles(with_references(registry, resolve_models(registry, args.models)))
+            return await compute_margins(engine, registry, args.models, args.data, limit=args.limit,
+                                         kinds=set(args.kinds) if args.kinds else None, handles=handles)
+        finally:
+            await engine.shutdown()
+
+    result = asyncio.run(run())
+    path = _write(result, args.out, "margins")
+    print(margins_table(result))
+    print(f"wrote {path}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from eval.generate import EngineGenerator, SamplingSettings, ServerGenerator, generate_all, read_prompts
+    from eval.pairwise import listing_judge_outcomes, llm_judge_outcomes, openai_judge, win_rates
+    from eval.report_tables import generations_table
+
+    sampling = SamplingSettings(args.temperature, args.top_p, args.max_tokens, args.seed)
+    prompts = read_prompts(args.data, limit=args.limit)
+    print(f"palate eval generate: {len(prompts)} prompts from {args.data} | models {args.models} | {sampling}",
+          flush=True)
+
+    async def run() -> dict:
+        if args.server:
+            return await generate_all(ServerGenerator(args.server, sampling), args.models, prompts, sampling, args.data)
+        from eval.engine import adapter_handles
+        from eval.scoring import resolve_models
+        from server.engines.vllm_engine import VllmEngine
+
+        cfg, registry = _registry(args)
+        models = resolve_models(registry, args.models)
+        handles = adapter_handles(models)
+        engine = VllmEngine(cfg.model.resolved_dir(), cfg.server.vllm)  # as served: the server's own dtype
+        await engine.start()
+        try:
+            for handle in handles.values():
+                await engine.load_adapter(handle)
+            table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
+                                "content_sha256": m.meta.get("content_sha256"), "parent": m.meta.get("parent"),
+                                "dataset_sha256": m.meta.get("dataset_sha256")}, handles.get(m.ref)) for m in models}
+            return await generate_all(EngineGenerator(engine, table, sampling), args.models, prompts, sampling,
+                                      args.data)
+        finally:
+            await engine.shutdown()
+
+    result = asyncio.run(run())
+    result["pairwise"] = {"listing_judge": win_rates(listing_judge_outcomes(result["items"], args.models), args.models)}
+    if args.llm_judge_url:
+        judge = openai_judge(args.llm_judge_url, args.llm_judge_model or "default", api_key=args.llm_judge_key)
+        outcomes, stats = asyncio.run(llm_judge_outcomes(result["items"], args.models, judge))
+        result["pairwise"]["llm_judge"] = win_rates(outcomes, args.models)
+        result["pairwise"]["llm_judge_stats"] = dict(stats, endpoint=args.llm_judge_url, model=args.llm_judge_model)
+    path = _write(result, args.out, "generations")
+    print(generations_table(result))
+    print(f"wrote {path}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from eval.report import latest, write_report
+
+    margins = Path(args.margins) if args.margins else latest(REPORTS, "margins-*.json")
+    generations = Path(args.generations) if args.generations else latest(REPORTS, "generations-*.json")
+    if margins is None and generations is None:
+        print("palate eval report: no margins or generations results; run `palate eval margins` and "
+              "`palate eval generate` first.", file=sys.stderr)
+        return 2
+    cfg, registry = _registry(args)
+    database_url = args.database_url or cfg.server.database_url
+    out_dir = Path(args.out_dir) if args.out_dir else REPORTS / _stamp()
+    path = write_report(out_dir, margins=margins, generations=generations, registry=registry,
+                        database_url=database_url)
+    print(f"wrote {path}")
+    return 0
+
+
+def _loop(args: argparse.Namespace) -> int:
+    import os
+
+    from eval.loop import LoopSettings, run_loop
+
+    token = args.admin_token or os.environ.get("PALATE_ADMIN_TOKEN")
+    if not token:
+        print("palate loop: the admin API needs a token: --admin-token or PALATE_ADMIN_TOKEN.", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out_dir) if args.out_dir else REPORTS / f"loop-{_stamp()}"
+    settings = LoopSettings(server=args.server, admin_token=token, votes=args.votes, prompts=Path(args.prompts),
+                            registry=Path(args.registry), database_url=args.database_url, name=args.name,
+                            parent=args.parent, max_steps=args.max_steps, train_flags=list(args.train_flag),
+                            out_dir=out_dir, concurrency=args.concurrency)
+    record = asyncio.run(run_loop(settings))
+    print(json.dumps({k: record[k] for k in ("votes", "export", "new_version", "alias", "answer")}, indent=1))
+    return 0
