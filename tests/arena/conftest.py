@@ -41,4 +41,3 @@ def fake_client(tmp_path: Path):
         client.engine = engine
         yield client
 
-from tests.arena.live import arena_live_server  # noqa: E402,F401 - a real palate serve for e2e tests

@@ -93,6 +93,6 @@ def test_blinding_bytes_fake_engine(tmp_path):
 
 
 @pytest.mark.e2e
-def test_blinding_bytes_live_server(arena_live_server):
+def test_blinding_bytes_live_server(live_server):
     for prompt in ("Write a listing for a 2-bed condo near the Green Line.", "Describe a townhouse in Cedar Park."):
-        check_blinding(arena_live_server.url, Path(arena_live_server.registry_root), prompt)
+        check_blinding(live_server.url, Path(live_server.registry_root), prompt)

@@ -18,7 +18,9 @@ def test_signal_leaves_no_engine_process(base_model_dir, tmp_path, sig):
     children = engine_pids(server.process.pid)
     assert children, "vLLM runs its engine core in child processes; expected some"
     code = server.stop(sig, timeout=90)
-    assert code == 0, server.log_tail()
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status says how it ended.
+    assert code in (0, -sig), server.log_tail()
+    assert "Application shutdown complete" in server.log_tail()
     deadline = time.monotonic() + 20
     while any(pid_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.5)

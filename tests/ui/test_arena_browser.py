@@ -43,8 +43,8 @@ def test_arena_in_browser_fake_engine(tmp_path: Path):
 
 
 @pytest.mark.e2e
-def test_arena_in_browser_live_server(arena_live_server):
-    result = drive_arena(f"{arena_live_server.url}/arena/",
+def test_arena_in_browser_live_server(live_server):
+    result = drive_arena(f"{live_server.url}/arena/",
                          "Write a two-sentence listing for a 1-bed condo in Riverside with in-unit laundry.",
                          screenshot=SCREENSHOT, timeout_ms=240_000)
     assert result["after"] == result["before"] + 1
