@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import PROJECT_ROOT  # noqa: E402
 from core.registry import AdapterRegistry  # noqa: E402
-from tests.helpers import free_port, start_server  # noqa: E402
+from tests.helpers import start_raw_vllm, start_server  # noqa: E402
 
 PROMPTS = [
     "Describe a 2-bed condo near downtown with in-unit laundry and a covered parking spot.",
@@ -73,31 +71,6 @@ async def run_load(url: str, models: list[str], concurrency: int, requests: int,
             "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
 
 
-def start_raw_vllm(registry: AdapterRegistry, workdir: Path):
-    """vLLM's own OpenAI server, aliases served under the same names as Palate's."""
-    port = free_port()
-    loras = [f"{alias}={registry.resolve(alias).path}" for alias in ("sft", "dpo")]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1")
-    log = open(workdir / "raw-vllm.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(PROJECT_ROOT / "models/base"),
-         "--served-model-name", "base", "--port", str(port), "--host", "127.0.0.1", "--dtype", "bfloat16",
-         "--max-model-len", "1024", "--max-num-seqs", "16", "--enable-lora", "--max-lora-rank", "32",
-         "--max-loras", "4", "--enforce-eager", "--lora-modules", *loras],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return url, process
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError((workdir / "raw-vllm.log").read_text()[-3000:])
-        time.sleep(1)
-    raise RuntimeError("raw vLLM server did not start")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", default=str(PROJECT_ROOT / "adapters"))
@@ -129,12 +102,11 @@ def main() -> int:
     finally:
         server.stop()
     print("raw vLLM OpenAI server ...", flush=True)
-    url, process = start_raw_vllm(registry, workdir)
+    raw = start_raw_vllm(workdir / "raw-vllm", {alias: registry.resolve(alias).path for alias in ("sft", "dpo")})
     try:
-        measure("raw-vllm", url, args.concurrency, per_level)
+        measure("raw-vllm", raw.url, args.concurrency, per_level)
     finally:
-        process.terminate()
-        process.wait(60)
+        raw.stop()
     if not args.skip_hf:
         print("palate (hf engine) ...", flush=True)
         server = start_server(workdir / "palate-hf", Path(args.registry), mount_arena=False, engine="hf")

@@ -97,7 +97,7 @@ def build_engine(config: PalateConfig) -> Engine:
     if kind == "hf":
         from server.engines.hf_engine import HfEngine
 
-        return HfEngine(config.model.resolved_dir(), config.server.vllm.max_model_len)
+        return HfEngine(config.model.resolved_dir(), config.server.vllm.max_model_len, config.server.vllm.dtype)
     from server.engines.remote_engine import RemoteEngine
 
     if not config.server.remote_url:

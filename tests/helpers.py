@@ -129,6 +129,53 @@ def start_server(workdir: Path, registry_root: Path, *, database_url: str | None
     raise RuntimeError(f"palate serve did not come up in {timeout_s}s:\n{server.log_tail()}")
 
 
+@dataclass
+class RawVllm:
+    """vLLM's own OpenAI server as a subprocess (the baseline for benchmarks, the backend for the remote engine)."""
+
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 300) -> RawVllm:
+    """Start `python -m vllm.entrypoints.openai.api_server` on the base model with LoRA enabled (runtime LoRA
+    loading allowed) and the given adapters served under their names."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1", VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
+    log_path = workdir / f"raw-vllm-{port}.log"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(BASE_MODEL_DIR),
+               "--served-model-name", "base", "--port", str(port), "--host", "127.0.0.1", "--dtype", "bfloat16",
+               "--max-model-len", "1024", "--max-num-seqs", "16", "--enable-lora", "--max-lora-rank", "32",
+               "--max-loras", "4", "--enforce-eager"]
+    if loras:
+        command += ["--lora-modules", *(f"{name}={path}" for name, path in loras.items())]
+    process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    raw = RawVllm(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM server exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{raw.url}/v1/models", timeout=2).status_code == 200:
+                return raw
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raw.stop()
+    raise RuntimeError(f"vLLM server did not come up in {timeout_s}s")
+
+
 def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:
     """Real sft@1 and dpo@1 on the real base model, trained for a couple of steps: enough to be distinct,
     real PEFT adapters the engine must serve, in well under a minute."""
