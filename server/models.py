@@ -55,6 +55,7 @@ class ModelManager:
         self._idle = asyncio.Condition()
         self._lora_ids = itertools.count(1)
         self._admin_lock = asyncio.Lock()  # one load/unload/alias change at a time
+        self._rejected: dict[str, str] = {}  # registry versions that failed to load, so the watcher warns once
 
     # ---- routing --------------------------------------------------------------------------------------------------
     def available(self) -> list[str]:
@@ -180,12 +181,14 @@ class ModelManager:
         unload versions no alias points at any more. Returns what changed (for logs)."""
         changes = []
         for alias, target in sorted(self.registry.aliases().items()):
-            if self._aliases.get(alias) == target:
+            if self._aliases.get(alias) == target or target in self._rejected:
                 continue
             try:
                 await self.load(ref=target)
             except APIError as exc:
-                log.warning("registry alias %s -> %s not loaded: %s", alias, target, exc.message)
+                self._rejected[target] = exc.message
+                log.warning("registry alias %s -> %s not loaded, alias stays at %s: %s", alias, target,
+                            self._aliases.get(alias), exc.message)
                 continue
             old = self._aliases.get(alias)
             await self.set_alias(alias, target, persist=False)

@@ -49,13 +49,13 @@ def tiny_registry(base_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def live_server(tiny_registry, tmp_path_factory) -> LiveServer:
-    """One real `palate serve` (vLLM CPU engine) for the whole session, on base + sft@1 + dpo@1.
+    """One real `palate serve --watch` (vLLM CPU engine) for the whole session, on base + sft@1 + dpo@1.
 
     Tests that change what it serves must put it back (or load versions of their own under new names)."""
     workdir = tmp_path_factory.mktemp("live_server")
     # Its own copy of the registry, so tests that add versions never disturb other fixtures.
     registry = workdir / "adapters"
     shutil.copytree(tiny_registry, registry)
-    server = start_server(workdir, registry)
+    server = start_server(workdir, registry, args=("--watch",))
     yield server
     server.stop()
