@@ -5,6 +5,7 @@ It receives the engine and the model manager, so tests can hand it any engine. R
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -135,6 +136,9 @@ class Serving:
                     if delta.logprobs:
                         choice.logprobs.extend(delta.logprobs)
                     await on_delta(served, delta)
+            except (asyncio.CancelledError, GeneratorExit):
+                status = "aborted"  # the client went away; leaving this block aborts the request in the engine
+                raise
             except BaseException:
                 status = "error"
                 raise
@@ -180,8 +184,6 @@ class Serving:
     async def _stream(self, kind: str, model: str, prompt_ids: list[int], sampling: Sampling,
                       include_usage: bool) -> AsyncIterator[str]:
         """SSE stream. If the client disconnects, Starlette cancels this generator and the engine aborts."""
-        import asyncio
-
         queue: asyncio.Queue = asyncio.Queue()
         request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
         created = now()

@@ -203,3 +203,27 @@ def test_metrics_count_requests_and_tokens_per_model(live_server, client):
     assert 'palate_requests_total{endpoint="chat",model="dpo@1",status="ok"}' in metrics
     assert 'palate_tokens_total{kind="completion",model="dpo@1"}' in metrics
     assert "palate_time_to_first_token_seconds_bucket" in metrics
+
+
+def test_client_disconnect_aborts_the_request_in_the_engine(live_server):
+    """Read two chunks of a long stream, hang up, and see the server record an aborted request that stopped far
+    short of max_tokens."""
+    import re
+    import time
+
+    def aborted_count() -> float:
+        text = httpx.get(f"{live_server.url}/metrics").text
+        match = re.search(r'palate_requests_total\{endpoint="chat",model="base",status="aborted"\} ([0-9.]+)', text)
+        return float(match.group(1)) if match else 0.0
+
+    before = aborted_count()
+    body = {"model": "base", "messages": MESSAGES, "max_tokens": 900, "temperature": 1.0, "seed": 1, "stream": True}
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", f"{live_server.v1}/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            received = [next(lines) for _ in range(4)]
+    assert any(line.startswith("data: ") for line in received)
+    deadline = time.monotonic() + 30
+    while aborted_count() == before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert aborted_count() == before + 1
