@@ -1,4 +1,15 @@
-"""Subcommands of the training package: `palate model pull` (and, later, `palate train`, `palate adapters`)."""
+"""Subcommands of the training package.
+
+    palate model pull                         provision the base model (idempotent)
+    palate data build [--seed 0] [--out DIR]  write the demo listings dataset (4 JSONL files)
+    palate data validate FILE --kind sft|dpo  line-numbered report; exit 2 if the file is unusable
+    palate train sft|dpo [flags]              one job; flags are TRL/LoRA/Palate fields (`palate train sft --help`)
+    palate train all --profile quick --if-missing   sft then dpo, skipping what the registry already has
+    palate adapters list                      the registry: versions, kinds, parents, headline metrics
+    palate adapters add PATH --name N         register an adapter trained elsewhere (kind external)
+
+Heavy imports (torch, TRL) happen inside handlers so `palate --help` stays instant.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.add_argument("--force", action="store_true", help="Rebuild even if an intact copy exists.")
     pull.set_defaults(handler=_model_pull)
 
+    data = subparsers.add_parser("data", help="Build or validate training data.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    build = data_sub.add_parser("build", help="Write the demo listings dataset (SFT + preference pairs, train/eval).")
+    build.add_argument("--seed", type=int, default=0, help="Dataset seed (same seed, same bytes).")
+    build.add_argument("--out", default="data/listings", help="Output directory.")
+    build.add_argument("--listings", type=int, default=800, help="Number of distinct listings.")
+    build.set_defaults(handler=_data_build)
+    check = data_sub.add_parser("validate", help="Validate a JSONL file for SFT or DPO; exit 2 if unusable.")
+    check.add_argument("file")
+    check.add_argument("--kind", choices=["sft", "dpo"], required=True)
+    check.set_defaults(handler=_data_validate)
+
+    train = subparsers.add_parser("train", help="Train LoRA adapters (SFT, then DPO) with TRL.")
+    train_sub = train.add_subparsers(dest="train_command", metavar="JOB", required=True)
+    for kind in ("sft", "dpo"):
+        # Every flag goes to TRL's parser (it owns --help); '+' as prefix keeps argparse from reading '--' flags.
+        job = train_sub.add_parser(kind, help=f"Train a {kind.upper()} adapter (flags: `palate train {kind} --help`).",
+                                   add_help=False, prefix_chars="+")
+        job.add_argument("flags", nargs=argparse.REMAINDER)
+        job.set_defaults(handler=_train_job, job_kind=kind)
+    every = train_sub.add_parser("all", help="Train sft then dpo (what `make demo` runs).")
+    every.add_argument("--profile", default="quick", choices=["quick", "full"])
+    every.add_argument("--if-missing", action="store_true", help="Skip a job whose alias is already in the registry.")
+    every.add_argument("--registry", default="adapters", help="Adapter registry root.")
+    every.set_defaults(handler=_train_all)
+
+    adapters = subparsers.add_parser("adapters", help="List or add adapters in the registry.")
+    adapters_sub = adapters.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+    listing = adapters_sub.add_parser("list", help="Show every adapter version with its headline metrics.")
+    listing.add_argument("--registry", default="adapters", help="Adapter registry root.")
+    listing.set_defaults(handler=_adapters_list)
+    add = adapters_sub.add_parser("add", help="Register a LoRA adapter trained elsewhere (validated, kind external).")
+    add.add_argument("path", help="PEFT adapter directory (adapter_config.json + adapter_model.safetensors).")
+    add.add_argument("--name", required=True, help="Registry name; the version is the next free one.")
+    add.add_argument("--registry", default="adapters", help="Adapter registry root.")
+    add.add_argument("--model-dir", default=None, help="Base model directory (default: configs/model.yaml).")
+    add.set_defaults(handler=_adapters_add)
+
 
 def _model_pull(args: argparse.Namespace) -> int:
     from core.config import load_model_config
@@ -27,4 +76,127 @@ def _model_pull(args: argparse.Namespace) -> int:
         return 2
     print(result.message)
     print(f"weights sha256: {result.weights_sha256}")
+    return 0
+
+
+def _data_build(args: argparse.Namespace) -> int:
+    from training.data import build_dataset
+    from training.config import project_path
+
+    paths = build_dataset(project_path(args.out), seed=args.seed, n_listings=args.listings)
+    for name, path in paths.items():
+        print(f"{name:12s} {sum(1 for _ in open(path)):6d} rows  {path}")
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from training.validate import DataValidationError, validate_file
+
+    try:
+        report = validate_file(args.file, args.kind)
+    except DataValidationError as exc:
+        print(f"palate data validate: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 2
+
+
+def _run_job(kind: str, flags: list[str]) -> int:
+    from core.registry import RegistryError
+    from training.config import resolve_job
+    from training.jobs import TrainingInterrupted, run_job
+    from training.validate import DataValidationError
+
+    try:
+        adapter = run_job(resolve_job(kind, argv=flags))
+    except DataValidationError as exc:
+        print(f"palate train {kind}: invalid data\n{exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        print(f"palate train {kind}: {exc}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as exc:
+        print(f"palate train {kind}: {exc}", file=sys.stderr)
+        return 130
+    print(_describe(adapter))
+    return 0
+
+
+def _train_job(args: argparse.Namespace) -> int:
+    return _run_job(args.job_kind, list(args.flags))
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    from core.registry import AdapterRegistry
+    from training.config import project_path
+
+    registry = AdapterRegistry(project_path(args.registry))
+    for kind in ("sft", "dpo"):
+        existing = registry.aliases().get(kind) or (registry.versions(kind) and f"{kind}@{registry.versions(kind)[-1]}")
+        if args.if_missing and existing:
+            print(f"palate train all: {existing} is in the registry - reusing it.")
+            continue
+        print(f"palate train all: training {kind} (profile {args.profile}) ...", flush=True)
+        code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry])
+        if code:
+            return code
+    return 0
+
+
+def headline(meta: dict) -> str:
+    """The metrics worth one glance: eval loss for SFT, eval reward accuracy and margin for DPO."""
+    evaluation = (meta.get("metrics") or {}).get("eval") or {}
+    train = (meta.get("metrics") or {}).get("train") or {}
+    parts = []
+    if "eval_rewards/accuracies" in evaluation:
+        parts.append(f"eval_acc={evaluation['eval_rewards/accuracies']:.3f}")
+        parts.append(f"eval_margin={evaluation.get('eval_rewards/margins', float('nan')):.2f}")
+    elif "eval_loss" in evaluation:
+        parts.append(f"eval_loss={evaluation['eval_loss']:.3f}")
+    if "train_loss" in train:
+        parts.append(f"train_loss={train['train_loss']:.3f}")
+    return " ".join(parts) or "-"
+
+
+def _describe(adapter) -> str:
+    return f"{adapter.ref} ({adapter.kind}, parent {adapter.parent or '-'}) {headline(adapter.meta)} -> {adapter.path}"
+
+
+def _adapters_list(args: argparse.Namespace) -> int:
+    from core.registry import AdapterRegistry
+    from training.config import project_path
+
+    registry = AdapterRegistry(project_path(args.registry))
+    versions = registry.all_versions()
+    if not versions:
+        print(f"no adapters in {registry.root}; `palate train all --profile quick` trains sft and dpo.")
+        return 0
+    aliases: dict[str, list[str]] = {}
+    for alias, target in registry.aliases().items():
+        aliases.setdefault(target, []).append(alias)
+    rows = [("ADAPTER", "KIND", "PARENT", "CREATED", "ALIASES", "METRICS")]
+    for adapter in versions:
+        rows.append((adapter.ref, adapter.kind, adapter.parent or "-", str(adapter.meta.get("created", "-")),
+                     ",".join(sorted(aliases.get(adapter.ref, []))) or "-", headline(adapter.meta)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+    return 0
+
+
+def _adapters_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from core.config import load_model_config
+    from core.registry import AdapterRegistry, RegistryError
+    from training.external import add_external
+    from training.config import project_path
+
+    model_dir = project_path(args.model_dir) if args.model_dir else load_model_config().resolved_dir()
+    try:
+        adapter = add_external(AdapterRegistry(project_path(args.registry)), Path(args.path), args.name, model_dir)
+    except RegistryError as exc:
+        print(f"palate adapters add: {exc}", file=sys.stderr)
+        return 2
+    print(f"registered {_describe(adapter)}")
     return 0

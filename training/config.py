@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.config import CONFIG_DIR, ConfigError, read_yaml
+from core.config import CONFIG_DIR, PROJECT_ROOT, ConfigError, read_yaml
 
 JobKind = Literal["sft", "dpo"]
 PROFILES = ("quick", "full")
@@ -67,6 +67,12 @@ class JobSpec:
                 "palate": asdict(self.palate), "trl": trl, "model": model}
 
 
+def project_path(path: str | Path) -> Path:
+    """A path relative to the project root (absolute paths pass through)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def default_config_path(kind: JobKind) -> Path:
     return CONFIG_DIR / "train" / f"{kind}.yaml"
 
@@ -96,6 +102,13 @@ def load_recipe(path: Path, profile: str) -> dict:
     merged.update(profiles[profile] or {})
     merged["profile"] = profile
     return merged
+
+
+def recipe_unknown_keys(kind: JobKind, path: Path, profile: str) -> list[str]:
+    """Keys of a recipe profile that no TRL/LoRA/Palate field accepts (checked without building the configs, so a
+    GPU profile can be checked on a CPU machine, where TrainingArguments refuses bf16)."""
+    unknown = make_parser(kind).set_defaults_with_config(**load_recipe(path, profile))
+    return sorted({item.lstrip("-") for item in unknown if item.startswith("--")})
 
 
 def _split_config_and_profile(argv: list[str]) -> tuple[str | None, str | None, list[str]]:

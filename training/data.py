@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
 
 from training.describe import write_grounded, write_prompt
@@ -104,11 +106,12 @@ def _check(out: dict[str, list[dict]]) -> None:
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Write rows as JSONL atomically (temp file + rename), with stable key order."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # unique: concurrent builds never clash
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.replace(path)
+    os.replace(tmp, path)
 
 
 def build_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0, n_listings: int = 800,

@@ -20,9 +20,9 @@ import shutil
 import time
 from pathlib import Path
 
-from core.config import PROJECT_ROOT, ConfigError, load_model_config
+from core.config import ConfigError, load_model_config
 from core.registry import AdapterRegistry, AdapterVersion, RegistryError
-from training.config import JobSpec, resolve_job
+from training.config import JobSpec, project_path, resolve_job
 from training.data import ensure_dataset
 from training.inputs import PreparedData, base_model_info, prepare_data
 from training.metrics import GracefulInterrupt, MetricsRecorder, final_metrics, plot_metrics
@@ -30,11 +30,6 @@ from training.metrics import GracefulInterrupt, MetricsRecorder, final_metrics, 
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C after saving a checkpoint; the same command resumes it."""
-
-
-def _abs(path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def train_sft(*, model_dir: Path | str | None = None, data: Path | str | None = None,
@@ -79,14 +74,14 @@ def _resolve_inputs(spec: JobSpec, log) -> tuple[PreparedData, PreparedData | No
     args = spec.palate
     train_path, eval_path = args.data, args.eval_data
     if train_path is None:
-        paths = ensure_dataset(_abs(args.dataset_dir), seed=args.dataset_seed)
+        paths = ensure_dataset(project_path(args.dataset_dir), seed=args.dataset_seed)
         prefix = "sft" if spec.kind == "sft" else "prefs"
         train_path = paths[f"{prefix}_train"]
         eval_path = eval_path or paths[f"{prefix}_eval"]
-    train = prepare_data(spec.kind, _abs(train_path), args.allow_invalid_rows, args.max_train_rows, log)
+    train = prepare_data(spec.kind, project_path(train_path), args.allow_invalid_rows, args.max_train_rows, log)
     evaluation = None
     if eval_path:
-        evaluation = prepare_data(spec.kind, _abs(eval_path), args.allow_invalid_rows, args.max_eval_rows, log)
+        evaluation = prepare_data(spec.kind, project_path(eval_path), args.allow_invalid_rows, args.max_eval_rows, log)
     log(f"data: {train.path} ({len(train.rows)} rows used of {train.report.kept} valid)"
         + (f"; eval: {evaluation.path} ({len(evaluation.rows)} rows)" if evaluation else "; no eval data"))
     return train, evaluation
@@ -154,15 +149,15 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
 
     args = spec.palate
     name = args.name or spec.kind
-    registry = AdapterRegistry(_abs(args.registry))
-    model_dir = _abs(args.base_model_dir) if args.base_model_dir else load_model_config().resolved_dir()
+    registry = AdapterRegistry(project_path(args.registry))
+    model_dir = project_path(args.base_model_dir) if args.base_model_dir else load_model_config().resolved_dir()
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"base model directory {model_dir} has no config.json; run `palate model pull` first.")
     base = base_model_info(model_dir)
     train, evaluation = _resolve_inputs(spec, log)
     parent = _resolve_parent(spec, registry, base)
 
-    run_dir = _abs(args.run_root) / name / _fingerprint(spec, base, train, evaluation, parent)
+    run_dir = project_path(args.run_root) / name / _fingerprint(spec, base, train, evaluation, parent)
     spec.trl.output_dir = str(run_dir)
     last_checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
     t = spec.trl
@@ -176,6 +171,9 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
 
     model, tokenizer = _load_model(spec, model_dir, parent)
     recorder = MetricsRecorder(run_dir / "metrics.json")
+    if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
+        state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
+        recorder.history = [dict(e) for e in state.get("log_history", [])]
     interrupt = GracefulInterrupt()
     trainer = _make_trainer(spec, model, tokenizer, train, evaluation, [recorder, interrupt])
     started = time.time()
@@ -191,16 +189,25 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
                       "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}, log)
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
 def _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir, timing, log):
-    final_dir = run_dir / "final"
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    model.save_pretrained(final_dir, selected_adapters=["default"])  # never the frozen "ref" copy
-    (final_dir / "README.md").unlink(missing_ok=True)
+    saved, final_dir = run_dir / "saved", run_dir / "final"
+    for directory in (saved, final_dir):
+        shutil.rmtree(directory, ignore_errors=True)
+    version = registry.next_version(name)
+    # save_model gathers sharded weights under FSDP/DeepSpeed (a collective: every rank calls it). PEFT writes the
+    # trained "default" adapter at the top level and the frozen "ref" copy in a subfolder, which is not kept.
+    trainer.save_model(str(saved))
+    if not trainer.accelerator.is_main_process:
+        trainer.accelerator.wait_for_everyone()
+        return registry.get(name, version)
+    final_dir.mkdir(parents=True)
+    for file_name in ADAPTER_FILES:
+        shutil.copy2(saved / file_name, final_dir / file_name)
     history = recorder.history
     (final_dir / "metrics.json").write_text(json.dumps(history, indent=1))
-    version = registry.next_version(name)
     plot_metrics(history, final_dir / "metrics.png", f"{name}@{version} ({spec.kind}, profile {spec.palate.profile})")
     meta = {
         "kind": spec.kind,
@@ -214,6 +221,7 @@ def _register(spec, name, registry, trainer, recorder, base, train, evaluation, 
         "timing": timing,
     }
     adapter = registry.add(name, final_dir, meta, version=version)
+    trainer.accelerator.wait_for_everyone()
     shutil.rmtree(run_dir, ignore_errors=True)
     log(f"registered {adapter.ref} at {adapter.path}")
     return adapter

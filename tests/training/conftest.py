@@ -1,4 +1,5 @@
 """Fixtures for training tests: a tiny 2-layer Llama with the real tokenizer, a small demo dataset, a registry.
+(`base_model_dir`, the provisioned real model, comes from tests/conftest.py.)
 
 The tiny model (2 layers, 64 wide) keeps mechanics tests to seconds on a 2-core CPU; it borrows the provisioned
 base model's tokenizer and chat template so data handling is exactly what the real jobs see.
@@ -13,18 +14,6 @@ from pathlib import Path
 import pytest
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
-
-
-@pytest.fixture(scope="session")
-def base_model_dir() -> Path:
-    """The provisioned embedded base model (built once from the embedded GGUF if missing)."""
-    from core.config import load_model_config
-    from training.provision import ProvisionError, provision
-
-    try:
-        return provision(load_model_config(), log=lambda *_: None).model_dir
-    except ProvisionError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"base model unavailable: {exc}")
 
 
 def make_tiny_model(base_dir: Path, out_dir: Path, seed: int = 0) -> Path:
@@ -66,3 +55,30 @@ def small_dataset(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def registry_root(tmp_path) -> Path:
     return tmp_path / "adapters"
+
+
+# Settings that make a job take seconds on the tiny model: a few steps, short sequences, a big learning rate so
+# the adapter visibly moves, no checkpoints unless a test asks for them.
+TINY_OVERRIDES = {"max_steps": 3, "logging_steps": 1, "save_steps": 1000, "learning_rate": 5e-3,
+                  "per_device_train_batch_size": 2, "per_device_eval_batch_size": 4, "max_length": 256,
+                  "max_eval_rows": 4, "warmup_steps": 0, "lora_r": 8, "lora_alpha": 16}
+
+
+@pytest.fixture
+def tiny_overrides() -> dict:
+    return dict(TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, small_dataset, tmp_path_factory):
+    """sft@1 then dpo@1 (from sft) on the tiny model, in a session registry. Returns (registry_root, sft, dpo)."""
+    from training.jobs import train_dpo, train_sft
+
+    root = tmp_path_factory.mktemp("registry") / "adapters"
+    runs = str(tmp_path_factory.mktemp("runs"))
+    common = dict(model_dir=tiny_model_dir, registry_root=root, log=lambda *_: None)
+    sft = train_sft(data=small_dataset["sft_train"], eval_data=small_dataset["sft_eval"],
+                    overrides={**TINY_OVERRIDES, "run_root": runs}, **common)
+    dpo = train_dpo(data=small_dataset["prefs_train"], eval_data=small_dataset["prefs_eval"], parent="sft",
+                    overrides={**TINY_OVERRIDES, "run_root": runs}, **common)
+    return root, sft, dpo

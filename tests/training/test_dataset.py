@@ -1,0 +1,128 @@
+"""The demo dataset: deterministic, split by listing, grounded chosen answers, real near-misses as rejected."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from training.data import FILES, build_dataset, build_rows, sha256_path
+from training.describe import write_grounded
+from training.grounding import grounding_problems, missing_facts
+from training.listings import ALL_FEATURES, HYPE_TERMS, Listing, generate_listings
+from training.nearmiss import NEAR_MISS_KINDS
+
+FACT_KEYS = {"id", "property_type", "beds", "baths", "area_sqft", "neighbourhood", "transit", "transit_minutes",
+             "features", "monthly_fee", "year_built", "condition"}
+
+
+@pytest.fixture(scope="module")
+def rows() -> dict[str, list[dict]]:
+    return {name.removesuffix(".jsonl"): value for name, value in build_rows(seed=0).items()}
+
+
+def test_listings_are_deterministic_distinct_and_follow_the_contract():
+    first, again, other = generate_listings(0), generate_listings(0), generate_listings(1)
+    assert [l.facts() for l in first] == [l.facts() for l in again]
+    assert [l.facts() for l in first] != [l.facts() for l in other]
+    assert len({json.dumps({k: v for k, v in l.facts().items() if k != "id"}, sort_keys=True) for l in first}) >= 600
+    facts = first[0].facts()
+    assert set(facts) == FACT_KEYS
+    assert isinstance(facts["baths"], float) and isinstance(facts["features"], list)
+    assert Listing.from_facts(facts) == first[0]
+    assert all(f in ALL_FEATURES for l in first for f in l.features)
+    assert all(term == term.lower() for term in HYPE_TERMS)
+
+
+def test_feature_vocabulary_is_substring_free():
+    # The grounding check (and the eval judge) detect features by substring: no feature may contain another.
+    assert not [(a, b) for a in ALL_FEATURES for b in ALL_FEATURES if a != b and a in b]
+
+
+def test_build_is_byte_for_byte_deterministic(tmp_path):
+    first = build_dataset(tmp_path / "a", seed=3, n_listings=60)
+    second = build_dataset(tmp_path / "b", seed=3, n_listings=60)
+    other = build_dataset(tmp_path / "c", seed=4, n_listings=60)
+    assert [sha256_path(first[k]) for k in first] == [sha256_path(second[k]) for k in second]
+    assert sha256_path(first["prefs_train"]) != sha256_path(other["prefs_train"])
+    assert sorted(p.name for p in first.values()) == sorted(FILES)
+
+
+def test_split_is_by_listing_and_no_prompt_leaks(rows):
+    def ids(name):
+        return {row["listing"]["id"] for row in rows[name]}
+
+    def prompts(name):
+        return {json.dumps(row["prompt"] if "prompt" in row else row["messages"][:-1]) for row in rows[name]}
+
+    assert ids("sft_train") == ids("prefs_train") and ids("sft_eval") == ids("prefs_eval")
+    assert not ids("sft_train") & ids("sft_eval")
+    assert len(ids("sft_train")) + len(ids("sft_eval")) == 800
+    train_prompts = prompts("sft_train") | prompts("prefs_train")
+    assert not train_prompts & (prompts("sft_eval") | prompts("prefs_eval"))
+
+
+def test_every_chosen_answer_mentions_only_facts_of_its_listing(rows):
+    answers = [(r["messages"][-1]["content"], r["listing"]) for name in ("sft_train", "sft_eval") for r in rows[name]]
+    answers += [(r["chosen"][0]["content"], r["listing"]) for name in ("prefs_train", "prefs_eval") for r in rows[name]]
+    bad = [(facts["id"], grounding_problems(text, facts)) for text, facts in answers if grounding_problems(text, facts)]
+    assert not bad
+    # ...and it uses them: every feature, the neighbourhood and every number.
+    incomplete = [(facts["id"], missing_facts(text, facts)) for text, facts in answers if missing_facts(text, facts)]
+    assert not incomplete
+
+
+def test_grounding_check_catches_what_it_should():
+    listing = generate_listings(0, 1)[0]
+    facts = listing.facts()
+    text = write_grounded(listing, random.Random(0))
+    assert grounding_problems(text, facts) == []
+    invented = next(f for f in ALL_FEATURES if f not in facts["features"])
+    assert grounding_problems(text + f" Also {invented}.", facts) == [f"invented feature: {invented}"]
+    assert grounding_problems(text.replace(f"{facts['year_built']}", f"{facts['year_built'] + 7}"), facts)
+    assert grounding_problems("AMAZING " + text, facts) == ["hype: amazing"]
+
+
+def test_rejected_answers_are_the_near_miss_they_claim_to_be(rows):
+    prefs = rows["prefs_train"] + rows["prefs_eval"]
+    kinds = Counter(row["kind"] for row in prefs)
+    assert set(kinds) == set(NEAR_MISS_KINDS) and len(kinds) >= 5
+    assert max(kinds.values()) - min(kinds.values()) <= 1  # balanced
+    for row in prefs:
+        chosen, rejected, facts = row["chosen"][0]["content"], row["rejected"][0]["content"], row["listing"]
+        assert rejected != chosen
+        problems = grounding_problems(rejected, facts)
+        if row["kind"] == "invented_feature":
+            invented = [p for p in problems if p.startswith("invented feature")]
+            assert len(invented) == 1 and len(problems) == 1, problems
+            # same wording, one feature more: a near-miss, not a different answer
+            assert len(rejected) - len(chosen) == len(invented[0].split(": ", 1)[1]) + 2
+        elif row["kind"] == "wrong_number":
+            assert problems and all("number" in p or p.startswith("wrong ") for p in problems), problems
+            assert abs(len(rejected) - len(chosen)) <= 3
+        elif row["kind"] == "hype":
+            assert any(p.startswith("hype") for p in problems)
+        elif row["kind"] in ("vague", "omits_facts"):
+            assert not problems and len(missing_facts(rejected, facts)) >= 4
+        elif row["kind"] == "over_hedged":
+            assert not problems and any(w in rejected for w in ("verify", "guarantee", "confirmed"))
+
+
+def test_rows_are_trl_conversational(rows):
+    from trl.data_utils import is_conversational
+
+    sft, pref = rows["sft_train"][0], rows["prefs_train"][0]
+    assert [m["role"] for m in sft["messages"]] == ["user", "assistant"]
+    assert is_conversational({"messages": sft["messages"]})
+    assert is_conversational({k: pref[k] for k in ("prompt", "chosen", "rejected")})
+    assert [m["role"] for m in pref["prompt"]] == ["user"] and pref["chosen"][0]["role"] == "assistant"
+
+
+def test_prompts_and_answers_vary(rows):
+    answers = [r["chosen"][0]["content"] for r in rows["prefs_train"]]
+    openings = Counter(a.split(" ")[1] for a in answers)
+    assert len(openings) >= 5
+    asks = Counter(r["prompt"][0]["content"].splitlines()[0][:20] for r in rows["prefs_train"])
+    assert len(asks) >= 8
