@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 
 from core.config import PROJECT_ROOT, PalateConfig
 from core.registry import AdapterRegistry
@@ -84,6 +85,15 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
 
         if hasattr(arena, "install"):  # the arena package adds its routes, vote store and UI
             arena.install(app, config)
+
+    @app.get("/", include_in_schema=False)
+    async def root():
+        """A person who opens the server in a browser lands in the arena; a program gets a map of the API."""
+        if config.server.mount_arena:
+            return RedirectResponse("/arena/")
+        return {"name": "palate", "openai_api": "/v1", "models": "/v1/models", "metrics": "/metrics",
+                "docs": "/docs"}
+
     return app
 
 
