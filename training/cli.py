@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,9 +138,11 @@ def _train_all(args: argparse.Namespace) -> int:
             print(f"palate train all: {existing} is in the registry - reusing it.")
             continue
         print(f"palate train all: training {kind} (profile {args.profile}) ...", flush=True)
+        started = time.time()
         code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry])
         if code:
             return code
+        print(f"palate train all: {kind} done in {time.time() - started:.0f}s wall", flush=True)
     return 0
 
 
