@@ -109,7 +109,8 @@ def _resolve_parent(spec: JobSpec, registry: AdapterRegistry, base: dict) -> Ada
     return parent
 
 
-def _load_model(spec: JobSpec, model_dir: Path, parent: AdapterVersion | None):
+def load_model(spec: JobSpec, model_dir: Path, parent: AdapterVersion | None):
+    """(model, tokenizer): the base model, wrapped in the parent adapter (trainable) when there is one."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,7 +126,8 @@ def _load_model(spec: JobSpec, model_dir: Path, parent: AdapterVersion | None):
     return model, tokenizer
 
 
-def _make_trainer(spec: JobSpec, model, tokenizer, train: PreparedData, evaluation, callbacks):
+def make_trainer(spec: JobSpec, model, tokenizer, train: PreparedData, evaluation, callbacks):
+    """TRL's SFTTrainer or DPOTrainer on the prepared rows; a fresh LoRA from the config unless `model` has one."""
     from datasets import Dataset
     from trl import DPOTrainer, SFTTrainer, get_peft_config
 
@@ -169,13 +171,13 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
     if last_checkpoint:
         log(f"resuming from {last_checkpoint}")
 
-    model, tokenizer = _load_model(spec, model_dir, parent)
+    model, tokenizer = load_model(spec, model_dir, parent)
     recorder = MetricsRecorder(run_dir / "metrics.json")
     if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
         state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
         recorder.history = [dict(e) for e in state.get("log_history", [])]
     interrupt = GracefulInterrupt()
-    trainer = _make_trainer(spec, model, tokenizer, train, evaluation, [recorder, interrupt])
+    trainer = make_trainer(spec, model, tokenizer, train, evaluation, [recorder, interrupt])
     started = time.time()
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
     if interrupt.interrupted:

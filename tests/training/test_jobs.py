@@ -19,12 +19,12 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
 def _short_trainer(kind, tiny_model_dir, data_path, tmp_path, overrides, parent=None):
     """The job's own model loading and trainer construction, with 2 steps, for white-box checks."""
     from training.inputs import prepare_data
-    from training.jobs import _load_model, _make_trainer
+    from training.jobs import load_model, make_trainer
 
     spec = resolve_job(kind, overrides={**overrides, "max_steps": 2, "output_dir": str(tmp_path / "out")})
     spec.trl.output_dir = str(tmp_path / "out")
-    model, tokenizer = _load_model(spec, tiny_model_dir, parent)
-    return _make_trainer(spec, model, tokenizer, prepare_data(kind, data_path), None, [])
+    model, tokenizer = load_model(spec, tiny_model_dir, parent)
+    return make_trainer(spec, model, tokenizer, prepare_data(kind, data_path), None, [])
 
 
 def test_sft_trains_the_adapter_and_leaves_the_base_alone(tiny_model_dir, small_dataset, tmp_path, tiny_overrides):

@@ -1,0 +1,124 @@
+"""Training throughput: SFT and DPO step time and tokens/s on the same preference pairs, with and without
+precomputed reference log-probs, as a ratio table (SFT = 1.00).
+
+    .venv/bin/python -m benchmarks.training [--pairs 16] [--steps 4] [--batch 4] [--model models/base]
+                                            [--markdown benchmarks/RESULTS.md]
+
+Same pairs for every row: SFT trains on prompt -> chosen; DPO on prompt, chosen, rejected. Tokens are counted as
+the trainer sees them (SFT: prompt + completion; DPO: prompt + chosen and prompt + rejected). The first step is a
+warm-up and not timed. "precompute" is the one-off reference pass TRL runs when `precompute_ref_log_probs=true`;
+"total" = precompute + steps x step time. DPO starts from a fresh LoRA with the base model as reference
+(`--from base`): a reference adapter costs the same forward pass as the base, so the ratio is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.durations: list[float] = []
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.durations.append(time.perf_counter() - self._start)
+
+
+def _token_count(tokenizer, rows: list[dict], kind: str) -> int:
+    def n(messages):
+        ids = tokenizer.apply_chat_template(messages, tokenize=True)
+        return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    answers = ("chosen",) if kind == "sft" else ("chosen", "rejected")
+    return sum(n(row["prompt"] + row[answer]) for row in rows for answer in answers)
+
+
+def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], steps: int, batch: int) -> dict:
+    from training.config import resolve_job
+    from training.inputs import PreparedData
+    from training.jobs import load_model, make_trainer
+    from training.validate import ValidationReport
+
+    overrides = {"max_steps": steps + 1, "per_device_train_batch_size": batch, "logging_steps": 1000,
+                 "save_strategy": "no", "output_dir": "/tmp/palate-bench", "max_length": 512, "warmup_steps": 0}
+    if kind == "dpo":
+        overrides.update(precompute_ref_log_probs=precompute, parent="base")
+    spec = resolve_job(kind, overrides=overrides)
+    spec.trl.output_dir = "/tmp/palate-bench"
+    train_rows = ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows] if kind == "sft"
+                  else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    data = PreparedData(path=Path("bench"), sha256="", report=ValidationReport(Path("bench"), kind), rows=train_rows)
+    model, tokenizer = load_model(spec, model_dir, None)
+    timer = StepTimer()
+    started = time.perf_counter()
+    trainer = make_trainer(spec, model, tokenizer, data, None, [timer])
+    setup = time.perf_counter() - started
+    trainer.train()
+    timed = timer.durations[1:]  # first step is warm-up
+    step_s = sum(timed) / len(timed)
+    tokens_per_row = _token_count(tokenizer, rows, kind) / len(rows)
+    precompute_s = setup if precompute else 0.0
+    return {"job": kind.upper() + (" + precomputed ref" if precompute else ""), "step_s": step_s,
+            "tokens_per_s": tokens_per_row * batch / step_s, "precompute_s": precompute_s,
+            "total_s": precompute_s + step_s * steps, "setup_s": setup}
+
+
+def table(results: list[dict], header: str) -> str:
+    base = results[0]["step_s"]
+    lines = [header, "",
+             "| job | step time (s) | tokens/s | step time vs SFT | one-off precompute (s) | total for the steps (s) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['job']} | {r['step_s']:.2f} | {r['tokens_per_s']:.0f} | {r['step_s'] / base:.2f}x | "
+                     f"{r['precompute_s']:.1f} | {r['total_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=16, help="Preference pairs used by every job.")
+    parser.add_argument("--steps", type=int, default=4, help="Timed steps per job (plus one warm-up).")
+    parser.add_argument("--batch", type=int, default=4, help="Rows (pairs) per step.")
+    parser.add_argument("--model", default=None, help="Base model directory (default: configs/model.yaml).")
+    parser.add_argument("--markdown", default=None, help="Append the table to this Markdown file.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from core.config import load_model_config
+    from training.data import ensure_dataset
+
+    model_dir = Path(args.model) if args.model else load_model_config().resolved_dir()
+    pairs_path = ensure_dataset()["prefs_train"]
+    rows = [json.loads(line) for line in open(pairs_path)][: args.pairs]
+    results = [run_case("sft", False, model_dir, rows, args.steps, args.batch),
+               run_case("dpo", False, model_dir, rows, args.steps, args.batch),
+               run_case("dpo", True, model_dir, rows, args.steps, args.batch)]
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = (f"### Training step time ({model_dir.name}, LoRA r=16, batch {args.batch}, {args.pairs} pairs, "
+              f"{args.steps} timed steps)\n\n`python -m benchmarks.training --pairs {args.pairs} --steps {args.steps} "
+              f"--batch {args.batch}` on {device}, {platform.python_version()}, torch {torch.__version__}, "
+              f"1-min load average at the end {load:.1f} (the machine is shared: absolute times vary, ratios less).")
+    text = table(results, header)
+    print(text)
+    if args.markdown:
+        path = Path(args.markdown)
+        existing = path.read_text() if path.is_file() else "# Benchmark results\n"
+        path.write_text(existing.rstrip() + "\n\n" + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
