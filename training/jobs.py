@@ -179,7 +179,10 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
     interrupt = GracefulInterrupt()
     trainer = make_trainer(spec, model, tokenizer, train, evaluation, [recorder, interrupt])
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    try:
+        result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    finally:
+        interrupt.restore()
     if interrupt.interrupted:
         raise TrainingInterrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}. "
                                   "Run the same command again to resume.")

@@ -60,6 +60,10 @@ class GracefulInterrupt(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put the previous SIGINT handler back (also called when training raised)."""
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
