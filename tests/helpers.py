@@ -146,7 +146,7 @@ class RawVllm:
                 self.process.kill()
 
 
-def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 300) -> RawVllm:
+def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 600) -> RawVllm:
     """Start `python -m vllm.entrypoints.openai.api_server` on the base model with LoRA enabled (runtime LoRA
     loading allowed) and the given adapters served under their names."""
     workdir.mkdir(parents=True, exist_ok=True)
