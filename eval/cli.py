@@ -63,7 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                               "-> DPO -> hot-load -> alias -> check.")
     loop.add_argument("--server", default="http://127.0.0.1:8000", help="base URL of a running `palate serve`")
     loop.add_argument("--admin-token", default=None, help="bearer token for /admin (default: $PALATE_ADMIN_TOKEN)")
-    loop.add_argument("--votes", type=int, default=60, help="arena votes to cast")
+    loop.add_argument("--votes", type=int, default=60, help="arena votes to cast (at least)")
+    loop.add_argument("--min-pairs", type=int, default=4, help="keep voting until this many votes are usable as "
+                                                             "pairs (decisive, both answers complete)")
+    loop.add_argument("--max-votes", type=int, default=180, help="never cast more votes than this")
+    loop.add_argument("--max-tokens", type=int, default=None, help="per side (default: the arena's)")
     loop.add_argument("--prompts", default=DEFAULT_PROMPTS, help="held-out prompts with listing facts")
     loop.add_argument("--registry", default="adapters", help="registry the server serves from")
     loop.add_argument("--database-url", default=None, help="export straight from this vote store (default: through "
@@ -210,7 +214,8 @@ def _loop(args: argparse.Namespace) -> int:
         print("palate loop: the admin API needs a token: --admin-token or PALATE_ADMIN_TOKEN.", file=sys.stderr)
         return 2
     out_dir = Path(args.out_dir) if args.out_dir else REPORTS / f"loop-{_stamp()}"
-    settings = LoopSettings(server=args.server, admin_token=token, votes=args.votes, prompts=Path(args.prompts),
+    settings = LoopSettings(server=args.server, admin_token=token, votes=args.votes, min_pairs=args.min_pairs,
+                            max_votes=args.max_votes, max_tokens=args.max_tokens, prompts=Path(args.prompts),
                             registry=Path(args.registry), database_url=args.database_url, name=args.name,
                             parent=args.parent, max_steps=args.max_steps, train_flags=list(args.train_flag),
                             out_dir=out_dir, concurrency=args.concurrency)

@@ -40,8 +40,9 @@ class ScoredModel:
 
 
 def _beta(meta: dict) -> float | None:
+    """The DPO run's β: palate.json config.trl.beta (training.config JobSpec.as_record), else config.beta."""
     config = meta.get("config") or {}
-    beta = config.get("beta", meta.get("beta"))
+    beta = (config.get("trl") or {}).get("beta", config.get("beta"))
     return float(beta) if beta is not None else None
 
 

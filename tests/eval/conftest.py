@@ -54,6 +54,6 @@ def registry_with_adapters(tmp_path, random_adapter):
 
     registry = AdapterRegistry(tmp_path / "adapters")
     registry.add("sft", random_adapter.path, {"kind": "sft", "dataset_sha256": "d0"})
-    registry.add("dpo", random_adapter.path, {"kind": "dpo", "parent": "sft@1", "config": {"beta": 0.2}})
-    registry.add("dpo", random_adapter.path, {"kind": "dpo", "config": {"beta": 0.2}})
+    registry.add("dpo", random_adapter.path, {"kind": "dpo", "parent": "sft@1", "config": {"trl": {"beta": 0.2}}})
+    registry.add("dpo", random_adapter.path, {"kind": "dpo", "config": {"trl": {"beta": 0.2}}})
     return registry

@@ -61,3 +61,18 @@ def test_llm_judge_both_orders_and_position_bias():
     outcomes, stats = asyncio.run(llm_judge_outcomes(items, ["base", "dpo"], biased))
     assert [o.result for o in outcomes] == ["tie"] * 3 and stats["order_disagreements"] == 3
     assert stats["judged_pairs"] == 3
+
+
+def test_loop_counts_only_votes_the_export_keeps():
+    from eval.loop import usable, usable_pairs
+
+    done = {"A": "stop", "B": "stop"}
+    records = [
+        {"choice": "A", "finish": done, "key": ("p1", "base", "sft@1")},
+        {"choice": "B", "finish": done, "key": ("p1", "base", "sft@1")},  # same prompt and pair: merged in export
+        {"choice": "tie", "finish": done, "key": ("p2", "base", "sft@1")},  # ties are dropped
+        {"choice": "A", "finish": {"A": "stop", "B": "length"}, "key": ("p3", "base", "dpo@1")},  # truncated
+        {"choice": "B", "finish": done, "key": ("p3", "base", "dpo@1")},
+    ]
+    assert [usable(r) for r in records] == [True, True, False, False, True]
+    assert usable_pairs(records) == 2

@@ -1,6 +1,7 @@
 """The transformers + PEFT scorer and the margins job on the real base model with a random LoRA."""
 
 import asyncio
+import json
 
 import pytest
 import torch
@@ -64,3 +65,21 @@ def test_compute_margins_rewards_use_the_parent_as_reference(hf_scorer, registry
     assert set(dpo_on_base["summary"]) == {"all", "hype", "wrong_number", "vague"}
     assert base["summary"]["all"]["accuracy"] == pytest.approx(
         sum(p["margin"] > 0 for p in base["pairs"]) / 3)
+
+
+def test_cli_margins_and_report_end_to_end(registry_with_adapters, tmp_path, capsys):
+    """`palate eval margins --engine hf` writes results a `palate eval report` turns into tables and plots."""
+    from core.cli import main
+
+    data = write_rows(tmp_path / "eval.jsonl", LISTING_ROWS)
+    out = tmp_path / "margins.json"
+    assert main(["eval", "margins", "--engine", "hf", "--registry", str(registry_with_adapters.root), "--models",
+                 "base", "dpo", "--data", str(data), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [m["ref"] for m in result["models"]] == ["base", "dpo@2"]  # the alias is resolved and recorded
+    printed = capsys.readouterr().out
+    assert "dpo → dpo@2" in printed and result["data"]["sha256"][:12] in printed
+    assert main(["eval", "report", "--margins", str(out), "--registry", str(registry_with_adapters.root),
+                 "--database-url", f"sqlite:///{tmp_path / 'none.db'}", "--out-dir", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "dpo → dpo@2" in report and (tmp_path / "rep" / "margins.png").is_file()
