@@ -1,0 +1,47 @@
+"""generate_all with a stand-in generator: same prompts and seeds for every model, judged against each listing."""
+
+import asyncio
+import json
+
+import pytest
+
+from eval.generate import SamplingSettings, generate_all, read_prompts
+
+FACTS = {"id": "T-1", "property_type": "condo", "beds": 2, "baths": 1.0, "area_sqft": 800, "neighbourhood": "Elm Hill",
+         "transit": "a 4-minute walk to the Green Line", "transit_minutes": 4, "features": ["heat pump"],
+         "monthly_fee": None, "year_built": 2001, "condition": "well maintained"}
+GOOD = ("Well maintained 2-bed, 1-bath condo in Elm Hill: 800 sq ft, built in 2001, with a heat pump. "
+        "A 4-minute walk to the Green Line.")
+
+
+class Scripted:
+    def __init__(self):
+        self.calls = []
+
+    async def resolve(self, model):
+        return {"label": model, "ref": {"base": "base", "dpo": "dpo@2"}[model]}
+
+    async def complete(self, model, messages, seed):
+        self.calls.append((model, messages[-1]["content"], seed))
+        return GOOD if model == "dpo" else "STUNNING condo in Elm Hill with a rooftop terrace!!"
+
+
+def test_generate_all_judges_every_answer(tmp_path):
+    rows = [{"listing": dict(FACTS, id=f"T-{i}"), "messages": [{"role": "user", "content": f"Describe {i}"},
+                                                                {"role": "assistant", "content": "x"}]}
+            for i in range(3)]
+    rows.append(rows[0])  # duplicate prompt: read once
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = read_prompts(path)
+    assert len(prompts) == 3 and prompts[0].messages == [{"role": "user", "content": "Describe 0"}]
+    generator = Scripted()
+    result = asyncio.run(generate_all(generator, ["base", "dpo"], prompts, SamplingSettings(seed=10), path,
+                                      progress=lambda _: None))
+    # same prompt -> same seed for both models
+    seeds = {(m, p): s for m, p, s in generator.calls}
+    assert seeds[("base", "Describe 2")] == seeds[("dpo", "Describe 2")] == 12
+    base, dpo = result["summary"]["base"], result["summary"]["dpo"]
+    assert base["hype_rate"] == 1.0 and base["invented_rate"] == 1.0 and dpo["hype_rate"] == 0.0
+    assert dpo["invented_rate"] == 0.0 and dpo["coverage"] == pytest.approx(1.0)
+    assert [m["ref"] for m in result["models"]] == ["base", "dpo@2"] and len(result["data"]["sha256"]) == 64
