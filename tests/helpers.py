@@ -19,6 +19,15 @@ from core.config import PROJECT_ROOT
 BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base"
 
 
+def _kill_group(pgid: int) -> None:
+    """Kill whatever is left of a process group we started (start_new_session=True makes the leader's pid the
+    group id): a server killed while still starting can leave engine children behind."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,6 +90,8 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 return self.process.wait(10)
+            finally:
+                _kill_group(self.process.pid)
         return self.process.returncode
 
 
@@ -144,6 +155,7 @@ class RawVllm:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        _kill_group(self.process.pid)
 
 
 def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 600) -> RawVllm:
