@@ -72,7 +72,8 @@ async def run(args) -> list[dict]:
     del hf
 
     started = time.perf_counter()
-    engine = scoring_engine(model_dir, cfg.server.vllm, dtype="float32")
+    vllm_cfg = cfg.server.vllm.model_copy(update={"kv_cache_space_gib": args.kv_cache_gib, "max_model_len": 1024})
+    engine = scoring_engine(model_dir, vllm_cfg, dtype="float32")
     await engine.start()
     handles = adapter_handles([adapter]) if adapter else {}
     for handle in handles.values():
@@ -109,6 +110,7 @@ def main() -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--hf-batch", type=int, default=8)
+    parser.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM CPU KV cache (GiB); small keeps RAM low")
     parser.add_argument("--append", default=None, help="append the table to this Markdown file")
     args = parser.parse_args()
     results = asyncio.run(run(args))
