@@ -11,7 +11,7 @@
    changes nothing they compute.
 
 The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
-applied only when the engine arguments leave it unset.
+`VllmEngine`'s own (`LORA_TARGET_LAYERS`), so the server's engine is safe to score with too.
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# Llama-family projection names, vLLM's packed names included (qkv_proj, gate_up_proj): everything but lm_head.
-PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj",
-                      "down_proj"]
 
 
 def scoring_engine(model_dir: Path | str, vllm_cfg: Any, dtype: str = "float32") -> Any:
@@ -29,17 +26,8 @@ def scoring_engine(model_dir: Path | str, vllm_cfg: Any, dtype: str = "float32")
     layer. Call `await engine.start()`; load adapters with `engine.load_adapter(AdapterHandle(...))`."""
     from server.engines.vllm_engine import VllmEngine
 
-    cfg = vllm_cfg.model_copy(update={"dtype": dtype})
-
-    class ScoringVllmEngine(VllmEngine):
-        def engine_args(self) -> Any:
-            args = super().engine_args()
-            args.dtype = dtype
-            if getattr(args, "lora_target_modules", None) is None:
-                args.lora_target_modules = list(PROJECTION_MODULES)
-            return args
-
-    engine = ScoringVllmEngine(Path(model_dir), cfg)
+    # VllmEngine already restricts LoRA to the projection layers, which keeps prompt log-probs safe with LoRA on.
+    engine = VllmEngine(Path(model_dir), vllm_cfg.model_copy(update={"dtype": dtype}))
     engine.dtype = dtype
     return engine
 

@@ -19,6 +19,11 @@ from server.engines.base import AdapterHandle, Delta, EngineError, Sampling, Tok
 
 log = logging.getLogger("palate.engine.vllm")
 
+# Layers vLLM may wrap for LoRA: Llama-family projections, including vLLM's packed names (qkv_proj, gate_up_proj)
+# that q/k/v and gate/up adapters load into - everything but lm_head.
+LORA_TARGET_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj",
+                      "down_proj"]
+
 
 class VllmEngine:
     name = "vllm"
@@ -51,6 +56,10 @@ class VllmEngine:
             pipeline_parallel_size=cfg.pipeline_parallel_size,
             enforce_eager=cfg.enforce_eager,
             seed=cfg.seed,
+            # LoRA on the projection layers only (all preflight accepts). Without this, vLLM 0.32 also wraps the
+            # tied lm_head in a LoRA logits layer whose CPU kernel crashes the engine core on the first
+            # prompt-logprobs request (vllm#16668, #29955), which would make score() kill the server.
+            lora_target_modules=LORA_TARGET_LAYERS if cfg.enable_lora else None,
         )
 
     async def start(self) -> None:
