@@ -41,6 +41,10 @@ class HfEngine:
     def tokenizer(self) -> Any:
         return self._tokenizer
 
+    def token_text(self, token_id: int) -> str:
+        """A token as text, the way OpenAI's API and vLLM show it (' con', not the BPE symbol 'Ġcon')."""
+        return self._tokenizer.decode([token_id])
+
     # ---- adapters -------------------------------------------------------------------------------------------------
     async def load_adapter(self, adapter: AdapterHandle) -> None:
         await asyncio.to_thread(self._load_adapter, adapter)
@@ -190,5 +194,5 @@ class HfEngine:
 
         logps = torch.log_softmax(logits, dim=-1)
         top = torch.topk(logps, k).indices.tolist() if k else []
-        name = self._tokenizer.convert_ids_to_tokens
+        name = self.token_text
         return [TokenLogprob(name(token_id), float(logps[token_id]), [(name(t), float(logps[t])) for t in top])]

@@ -109,7 +109,7 @@ class VllmEngine:
     def _token_logprobs(self, token_ids: list[int], logprobs: Any) -> list[TokenLogprob] | None:
         if logprobs is None:
             return None
-        decode = self._tokenizer.convert_ids_to_tokens
+        decode = lambda token_id: self._tokenizer.decode([token_id])  # noqa: E731 - text, as OpenAI shows tokens
         result = []
         for token_id, candidates in zip(token_ids, logprobs):
             chosen = candidates[token_id]

@@ -10,6 +10,7 @@ import pytest
 from core.registry import AdapterRegistry
 from server.engines.base import AdapterHandle, Sampling
 from server.engines.hf_engine import HfEngine
+from tests.server.test_e2e_openai import served_as_trained  # noqa: F401 - the sft/dpo aliases on @1
 
 pytestmark = [pytest.mark.e2e, pytest.mark.engine]
 
@@ -39,7 +40,7 @@ def _hf_greedy(engine: HfEngine, adapter: AdapterHandle | None, prompt: str) -> 
     return asyncio.run(collect())
 
 
-def test_greedy_tokens_match_between_vllm_and_hf(live_server, base_model_dir):
+def test_greedy_tokens_match_between_vllm_and_hf(live_server, base_model_dir, served_as_trained):
     sft = AdapterRegistry(live_server.registry_root).get("sft", 1)
     engine = HfEngine(base_model_dir, dtype="bfloat16")
     asyncio.run(engine.start())
