@@ -157,6 +157,8 @@ class HfEngine:
                 token_id = self._pick(logits, sampling, generator)
                 logprob_info = self._logprob(logits, token_id, sampling.logprobs)
                 if token_id in eos:
+                    # Like vLLM: the end-of-turn token counts as output (usage, logprobs) but adds no text.
+                    emit(Delta(index, "", [token_id], len(prompt_ids), None, logprob_info))
                     finish = "stop"
                     break
                 generated.append(token_id)
