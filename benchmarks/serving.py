@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import time
@@ -44,14 +45,11 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            if ttft is None and '"content":"' in line and '"content":""' not in line:
+            chunk = json.loads(line[len("data: "):])
+            if ttft is None and any(choice["delta"].get("content") for choice in chunk["choices"]):
                 ttft = time.perf_counter() - started
-            if '"usage":{' in line and '"completion_tokens"' in line:
-                import json
-
-                usage = json.loads(line[6:]).get("usage")
-                if usage:
-                    tokens = usage["completion_tokens"]
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
     return (ttft if ttft is not None else time.perf_counter() - started), tokens
 
 
@@ -67,6 +65,8 @@ async def run_load(url: str, models: list[str], concurrency: int, requests: int,
         wall = time.perf_counter() - started
     ttfts = sorted(r[0] for r in results)
     tokens = sum(r[1] for r in results)
+    if tokens == 0:
+        raise RuntimeError(f"{url} reported no completion tokens: is stream_options.include_usage honoured?")
     return {"tok_s": tokens / wall, "tokens": tokens, "wall_s": wall, "ttft_p50": statistics.median(ttfts),
             "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
 

@@ -1,4 +1,4 @@
-"""Request and response models of the OpenAI-compatible API, in OpenAI's field order.
+"""Request and response models of the OpenAI-compatible API.
 
 Palate's extensions are marked `# palate:`. Unknown request fields are ignored (as OpenAI's servers do), so any
 OpenAI client works; fields we do not support are rejected with a 400 rather than silently ignored.
@@ -13,10 +13,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer"]
     content: str
@@ -26,13 +22,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
+class _SamplingRequest(BaseModel):
+    """The fields chat and text completions share. Unknown fields are allowed (and ignored), as OpenAI does."""
+
+    model_config = ConfigDict(extra="allow")
+
     model: str
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=8)
     seed: int | None = None
     stop: str | list[str] | None = None
@@ -43,20 +39,17 @@ class ChatCompletionRequest(_Request):
     user: str | None = None
 
 
-class CompletionRequest(_Request):
-    model: str
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionRequest(_SamplingRequest):
     prompt: str | list[str] | list[int]
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
-    max_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=8)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    user: str | None = None
 
 
 class Usage(BaseModel):

@@ -15,6 +15,7 @@ import httpx
 import yaml
 
 from core.config import PROJECT_ROOT
+from server.engines.vllm_engine import LORA_TARGET_LAYERS
 
 BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base"
 
@@ -32,6 +33,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log_path: Path, what: str, timeout_s: float,
+                  interval_s: float = 1.0) -> None:
+    """Poll `url` until it answers 200. Raise with the log's tail if `process` exits first or time runs out
+    (the caller stops the process)."""
+    def tail() -> str:
+        return log_path.read_text(errors="replace")[-4000:] if log_path.exists() else ""
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{tail()}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    raise RuntimeError(f"{what} did not come up in {timeout_s}s:\n{tail()}")
 
 
 def engine_pids(parent_pid: int) -> list[int]:
@@ -126,18 +147,12 @@ def start_server(workdir: Path, registry_root: Path, *, database_url: str | None
         cwd=PROJECT_ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = LiveServer(f"http://127.0.0.1:{port}", admin_token, registry_root, database_url, config_path, log_path,
                         process)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"palate serve exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError(f"palate serve did not come up in {timeout_s}s:\n{server.log_tail()}")
+    try:
+        wait_until_up(f"{server.url}/health", process, log_path, "palate serve", timeout_s)
+    except RuntimeError:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
 
 
 @dataclass
@@ -168,24 +183,21 @@ def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(BASE_MODEL_DIR),
                "--served-model-name", "base", "--port", str(port), "--host", "127.0.0.1", "--dtype", "bfloat16",
                "--max-model-len", "1024", "--max-num-seqs", "16", "--enable-lora", "--max-lora-rank", "32",
-               "--max-loras", "4", "--enforce-eager"]
+               "--max-loras", "4", "--enforce-eager", "--seed", "0",
+               # the same LoRA layers as Palate's own engine: without it vLLM also wraps lm_head (slower, and its
+               # CPU kernel crashes on prompt log-probs)
+               "--lora-target-modules", *LORA_TARGET_LAYERS]
     if loras:
         command += ["--lora-modules", *(f"{name}={path}" for name, path in loras.items())]
     process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,
                                start_new_session=True)
     raw = RawVllm(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM server exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{raw.url}/v1/models", timeout=2).status_code == 200:
-                return raw
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raw.stop()
-    raise RuntimeError(f"vLLM server did not come up in {timeout_s}s")
+    try:
+        wait_until_up(f"{raw.url}/v1/models", process, log_path, "vLLM server", timeout_s)
+    except RuntimeError:
+        raw.stop()
+        raise
+    return raw
 
 
 def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:

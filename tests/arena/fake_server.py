@@ -12,13 +12,11 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from tests.helpers import free_port, wait_until_up
 
 
 def main() -> None:
@@ -37,12 +35,6 @@ def main() -> None:
     config = make_config(Path(args.tmp), args.database_url, mount_arena=args.mount_arena)
     app = make_app(config, FakeEngine(delay_s=args.delay))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FakeServerProcess:
@@ -66,18 +58,13 @@ class FakeServerProcess:
         self.log = open(self.tmp / f"server-{self.port}.log", "ab")
         self.process = subprocess.Popen(cmd, cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
                                         env={**os.environ, "PYTHONPATH": str(root)})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"fake server exited: {(self.tmp / f'server-{self.port}.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/arena/info", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("fake server did not start in time")
+        log_path = self.tmp / f"server-{self.port}.log"
+        try:
+            wait_until_up(f"{self.url}/v1/arena/info", self.process, log_path, "fake server", timeout_s, 0.2)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers, no flushing - what a crash looks like."""
