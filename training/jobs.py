@@ -189,8 +189,10 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
     train_seconds = time.time() - started
     if evaluation is not None:
         trainer.evaluate()  # logged through the recorder as eval_* entries
+    eval_seconds = time.time() - started - train_seconds
     return _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir,
-                     {"train_seconds": round(train_seconds, 1), "global_step": result.global_step,
+                     {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+                      "global_step": result.global_step,
                       "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}, log)
 
 
