@@ -136,8 +136,8 @@ class EngineGenerator:
 
 
 def summarize_verdicts(verdicts: list[dict]) -> dict:
-    """Per-model judge summary: means of score, coverage and words; rates of answers with hype, with anything
-    invented, with an exclamation mark, with a length out of bounds."""
+    """Per-model judge summary: means of score, coverage, words and repetition; rates of answers with hype, with
+    anything invented, with an exclamation mark, with a length out of bounds."""
     n = len(verdicts)
     mean = lambda key: sum(v[key] for v in verdicts) / n  # noqa: E731
     return {
@@ -147,6 +147,7 @@ def summarize_verdicts(verdicts: list[dict]) -> dict:
         "exclamation_rate": sum(v["exclamations"] > 0 for v in verdicts) / n,
         "hedge_rate": sum(bool(v["hedges"]) for v in verdicts) / n,
         "length_off_rate": sum(not v["length_ok"] for v in verdicts) / n,
+        "repetition": sum(v.get("repetition", 0.0) for v in verdicts) / n,
     }
 
 

@@ -11,7 +11,10 @@ generator's sentences. What it measures:
                 contradicts the facts ("3-bed" for a 2-bed); digit numbers that are none of the listing's numbers;
 - hype          hype terms (whole words, case-insensitive) and exclamation marks;
 - hedges        hedging phrases (informational, lightly penalised: an over-hedged answer reads as unsure);
-- length        words; under `min_words` or over `max_words` is flagged.
+- length        words; under `min_words` or over `max_words` is flagged;
+- repetition    share of the answer's word 3-grams that repeat an earlier one (0 = none; a looping answer -> 1).
+                Reported, not scored: a small model can cover every fact by restating them in a loop, and the
+                score above would not notice.
 
 The scalar used for pairwise comparisons (higher is better), with the weights in `JudgeConfig`:
 
@@ -66,6 +69,7 @@ class Verdict:
     words: int
     length_ok: bool
     score: float = field(default=0.0)
+    repetition: float = field(default=0.0)
 
     @property
     def coverage(self) -> float:
@@ -84,7 +88,7 @@ class Verdict:
         return {"score": self.score, "coverage": self.coverage, "covered": list(self.covered),
                 "missing": list(self.missing), "invented": list(self.invented), "hype_terms": list(self.hype_terms),
                 "exclamations": self.exclamations, "hedges": list(self.hedges), "words": self.words,
-                "length_ok": self.length_ok}
+                "length_ok": self.length_ok, "repetition": self.repetition}
 
 
 def _number(token: str) -> float:
@@ -154,6 +158,20 @@ def _invented(text: str, lower: str, facts: dict) -> list[str]:
     return found
 
 
+def repetition(text: str, n: int = 3) -> float:
+    """Share of the word n-grams of `text` that already occurred earlier in it (lower-cased, punctuation ignored)."""
+    words = re.findall(r"[\w$']+", text.lower())
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    seen: set[tuple[str, ...]] = set()
+    repeats = 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams)
+
+
 def judge_listing(text: str, facts: dict, config: JudgeConfig = JudgeConfig()) -> Verdict:
     """Judge one description `text` against the listing `facts` (the dict from `Listing.facts()`)."""
     lower = text.lower()
@@ -169,7 +187,7 @@ def judge_listing(text: str, facts: dict, config: JudgeConfig = JudgeConfig()) -
     score = (partial.coverage - config.w_invented * len(invented) - config.w_hype * (len(hype) + exclamations)
              - config.w_hedge * len(hedges) - config.w_length * (not length_ok))
     return Verdict(tuple(covered), tuple(missing), tuple(invented), tuple(hype), exclamations, tuple(hedges),
-                   words, length_ok, score)
+                   words, length_ok, score, repetition(text))
 
 
 def prefer(a: Verdict, b: Verdict, config: JudgeConfig = JudgeConfig()) -> str:

@@ -71,9 +71,9 @@ def generations_table(result: dict) -> str:
         if not s:
             continue
         rows.append([model_name(m), s["n"], _f(s["score"]), _f(s["coverage"]), _f(s["hype_rate"]),
-                     _f(s["invented_rate"]), _f(s["hedge_rate"]), _f(s["words"], 0)])
+                     _f(s["invented_rate"]), _f(s["hedge_rate"]), _f(s.get("repetition")), _f(s["words"], 0)])
     header = ["model", "answers", "judge score", "facts covered", "hype rate", "invented-fact rate", "hedge rate",
-              "words"]
+              "repeated 3-grams", "words"]
     out = _table(header, rows)
     for name, title in (("listing_judge", "listing judge"), ("llm_judge", "LLM judge (both orders)")):
         pairs = (result.get("pairwise") or {}).get(name)
@@ -107,9 +107,9 @@ def headline_table(margins: dict | None, generations: dict | None) -> str:
         rows.append([names[label], _f(s["accuracy"]) if s else "–", _f(s["margin_mean"]) if s else "–",
                      _f(r["accuracies"]) if r else "–", _f(g["score"]) if g else "–",
                      _f(g["coverage"]) if g else "–", _f(g["hype_rate"]) if g else "–",
-                     _f(g["invented_rate"]) if g else "–"])
+                     _f(g["invented_rate"]) if g else "–", _f(g.get("repetition")) if g else "–"])
     header = ["model", "held-out pref. accuracy", "margin mean (nats)", "DPO reward accuracy", "judge score",
-              "facts covered", "hype rate", "invented-fact rate"]
+              "facts covered", "hype rate", "invented-fact rate", "repeated 3-grams"]
     notes = [p for p in ((margins_provenance(margins) if margins else None),
                          (generations_provenance(generations) if generations else None)) if p]
     return _table(header, rows) + "\n\n" + "\n".join(notes)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eval.judge import JudgeConfig, judge_listing, prefer
+from eval.judge import JudgeConfig, judge_listing, prefer, repetition
 
 FACTS = {
     "id": "T-1", "property_type": "condo", "beds": 2, "baths": 1.5, "area_sqft": 940, "neighbourhood": "Elm Hill",
@@ -94,3 +94,16 @@ def test_judge_agrees_with_the_dataset_labels():
             assert rejected.has_invented, row["rejected"]
         if row["kind"] in {"vague", "omits_facts"}:
             assert rejected.coverage < 0.5
+
+
+def test_repetition_counts_repeated_word_trigrams():
+    assert repetition("") == 0.0 and repetition("two words") == 0.0
+    assert repetition(GROUNDED) == 0.0
+    # "a b c a b c": trigrams abc bca cab abc -> one repeat of four
+    assert repetition("A b, c. a B c!") == pytest.approx(1 / 4)
+    looping = "The 1300 sq ft home. " * 5  # 5 words per loop, 25 words, 23 trigrams, the first 5 are new
+    assert repetition(looping) == pytest.approx(18 / 23)
+    verdict = judge_listing(GROUNDED + " " + GROUNDED, FACTS)
+    assert verdict.repetition > 0.45 and verdict.to_dict()["repetition"] == verdict.repetition
+    # reported only: the score does not change with repetition
+    assert verdict.score == pytest.approx(judge_listing(GROUNDED, FACTS).score - 0.1 * (not verdict.length_ok))
