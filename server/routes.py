@@ -54,6 +54,7 @@ def _card(served: ServedModel, name: str, models: ModelManager, config) -> Model
             "version": served.id,
             "rank": lora_config.get("r"),
             "target_modules": sorted(lora_config.get("target_modules") or []),
+            "content_sha256": meta.get("content_sha256"),
             "dataset_sha256": meta.get("dataset_sha256"),
             "metrics": _headline(meta.get("metrics") or {}),
             "created": meta.get("created"),

@@ -64,6 +64,8 @@ def test_models_list_base_versions_aliases_with_palate_extension(live_server):
     dpo = by_id["dpo"]
     assert dpo["root"] == "dpo@1" and dpo["parent"] == "sft@1"
     assert dpo["palate"]["kind"] == "dpo" and dpo["palate"]["dataset_sha256"]
+    registered = AdapterRegistry(live_server.registry_root).get("dpo", 1)
+    assert dpo["palate"]["content_sha256"] == registered.meta["content_sha256"]
     assert [step["ref"] for step in dpo["palate"]["lineage"]] == ["dpo@1", "sft@1", "base"]
 
 
