@@ -61,6 +61,9 @@ class VllmConfig(_Strict):
     tensor_parallel_size: int = Field(1, description="GPUs per model replica (CUDA only).")
     pipeline_parallel_size: int = Field(1, description="Pipeline stages (CUDA only).")
     enforce_eager: bool = Field(True, description="Skip graph capture: faster start, slightly slower decode.")
+    chunked_prefill: bool | None = Field(
+        None, description="Split long prompts across engine steps. None: off on CPU (vLLM 0.32's CPU worker dies on "
+                          "a seeded request whose prompt was split: it rewinds a CPU generator's offset), on elsewhere.")
     seed: int = Field(0, description="Engine seed.")
 
 

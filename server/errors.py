@@ -65,7 +65,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        engine = getattr(request.app.state, "engine", None)
+        dead = engine.dead() if engine is not None else None
+        if dead:
+            return JSONResponse(error_body(503, f"Internal error ({type(exc).__name__}): {dead}.",
+                                           code="engine_dead"), status_code=503)
         return JSONResponse(error_body(500, f"Internal error ({type(exc).__name__}); the server keeps serving."),
                             status_code=500)

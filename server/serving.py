@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from server.errors import APIError, error_body
 from server.metrics import Metrics
 from server.models import ModelManager, ServedModel
 from server.protocol import ChatCompletionRequest, CompletionRequest, Usage, new_id, now
+
+log = logging.getLogger("palate.serving")
 
 
 def render_chat(tokenizer: Any, messages: list[dict]) -> str:
@@ -148,6 +151,19 @@ class Serving:
                                           time.perf_counter() - started, ttft)
         return served, choices, len(prompt_ids)
 
+    def _engine_failure(self, exc: Exception) -> APIError:
+        """What the client is told when generation fails inside the engine: 503 once the engine is gone for good
+        (restart needed), otherwise 500 with the engine's message."""
+        if isinstance(exc, APIError):
+            return exc
+        dead = self.engine.dead()
+        if dead:
+            return APIError(503, f"The engine is gone: {dead}.", code="engine_dead")
+        if not isinstance(exc, EngineError):
+            log.error("generation failed", exc_info=exc)
+            return APIError(500, f"Internal error in the engine ({type(exc).__name__}: {exc}).")
+        return APIError(500, f"The engine failed: {exc}")
+
     @staticmethod
     def _logprobs_payload(kind: str, logprobs: list) -> dict | None:
         if not logprobs:
@@ -165,8 +181,8 @@ class Serving:
 
         try:
             served, choices, prompt_tokens = await self._run(kind, model, prompt_ids, sampling, ignore)
-        except EngineError as exc:
-            raise APIError(500, f"The engine failed: {exc}") from None
+        except Exception as exc:
+            raise self._engine_failure(exc) from None
         completion_tokens = sum(c.tokens for c in choices.values())
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                       total_tokens=prompt_tokens + completion_tokens).model_dump()
@@ -203,8 +219,9 @@ class Serving:
                                                     total_tokens=prompt_tokens + completion_tokens).model_dump()})
             except APIError as exc:
                 await queue.put(error_body(exc.status, exc.message, param=exc.param, code=exc.code))
-            except EngineError as exc:
-                await queue.put(error_body(500, f"The engine failed: {exc}"))
+            except Exception as exc:  # never end a broken stream as if it had finished
+                error = self._engine_failure(exc)
+                await queue.put(error_body(error.status, error.message, code=error.code))
             finally:
                 await queue.put(None)
 

@@ -186,7 +186,9 @@ def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_
                "--max-loras", "4", "--enforce-eager", "--seed", "0",
                # the same LoRA layers as Palate's own engine: without it vLLM also wraps lm_head (slower, and its
                # CPU kernel crashes on prompt log-probs)
-               "--lora-target-modules", *LORA_TARGET_LAYERS]
+               "--lora-target-modules", *LORA_TARGET_LAYERS,
+               # as Palate's engine on CPU: chunked prefill + a seeded request kills vLLM 0.32's CPU worker
+               "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048"]
     if loras:
         command += ["--lora-modules", *(f"{name}={path}" for name, path in loras.items())]
     process = subprocess.Popen(command, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env,

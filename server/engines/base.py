@@ -68,6 +68,9 @@ class Engine(Protocol):
 
     async def shutdown(self) -> None: ...
 
+    def dead(self) -> str | None:
+        """Why the engine can no longer serve (it died and needs a restart), or None while it can."""
+
     def tokenizer(self) -> Any:
         """The base model's Hugging Face tokenizer (chat template, token counting)."""
 

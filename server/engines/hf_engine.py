@@ -38,6 +38,9 @@ class HfEngine:
     async def shutdown(self) -> None:
         self._model = None
 
+    def dead(self) -> str | None:
+        return None
+
     def tokenizer(self) -> Any:
         return self._tokenizer
 

@@ -47,6 +47,9 @@ class RemoteEngine:
             await self._client.aclose()
             self._client = None
 
+    def dead(self) -> str | None:
+        return None
+
     def tokenizer(self) -> Any:
         return self._tokenizer
 

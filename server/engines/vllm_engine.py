@@ -39,8 +39,13 @@ class VllmEngine:
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def engine_args(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
 
         cfg = self.cfg
+        # Chunked prefill off on CPU: with it, a seeded request whose prompt is split over two steps makes vLLM 0.32's
+        # worker rewind a CPU torch.Generator's offset, which raises and kills the engine core (one `seed` in a busy
+        # batch would take the server down). Without it a step takes whole prompts only, up to the token budget.
+        chunked = cfg.chunked_prefill if cfg.chunked_prefill is not None else not current_platform.is_cpu()
         return AsyncEngineArgs(
             model=str(self.model_dir),
             served_model_name=[self.served_model_name],
@@ -60,6 +65,8 @@ class VllmEngine:
             # tied lm_head in a LoRA logits layer whose CPU kernel crashes the engine core on the first
             # prompt-logprobs request (vllm#16668, #29955), which would make score() kill the server.
             lora_target_modules=LORA_TARGET_LAYERS if cfg.enable_lora else None,
+            enable_chunked_prefill=chunked,
+            max_num_batched_tokens=None if chunked else max(cfg.max_model_len, 2048),
         )
 
     async def start(self) -> None:
@@ -77,6 +84,12 @@ class VllmEngine:
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.shutdown()
+
+    def dead(self) -> str | None:
+        if self._llm is not None and self._llm.errored:
+            return (f"the vLLM engine core died ({type(self._llm.dead_error).__name__}); restart `palate serve` - "
+                    "the server log has the cause")
+        return None
 
     def tokenizer(self) -> Any:
         return self._tokenizer
@@ -143,6 +156,10 @@ class VllmEngine:
                         logprobs=self._token_logprobs(list(choice.token_ids), choice.logprobs),
                     )
                 finished = output.finished
+        except Exception as exc:
+            if self.dead():
+                raise EngineError(self.dead()) from exc
+            raise
         finally:
             if not finished and self._llm is not None:
                 # A client that went away (or a cancelled task) must not keep burning engine time.

@@ -57,12 +57,16 @@ class FakeEngine:
         self.loaded: dict[int, AdapterHandle] = {}
         self.requests: list[tuple[str, str | None, Sampling]] = []
         self._tokenizer = FakeTokenizer()
+        self.died: str | None = None  # set by a test: the engine is gone, generate() raises like vLLM's would
 
     async def start(self) -> None:
         pass
 
     async def shutdown(self) -> None:
         pass
+
+    def dead(self) -> str | None:
+        return self.died
 
     def tokenizer(self) -> FakeTokenizer:
         return self._tokenizer
@@ -78,6 +82,8 @@ class FakeEngine:
 
     async def generate(self, prompt, sampling: Sampling, adapter: AdapterHandle | None, request_id: str):  # noqa: ANN001
         self.requests.append((request_id, adapter.ref if adapter else None, sampling))
+        if self.died:
+            raise RuntimeError("EngineDeadError")
         if isinstance(prompt, list):  # token ids (the OpenAI routes send ids; the arena sends text)
             prompt = " ".join(str(t) for t in prompt)
         if adapter is not None and adapter.lora_id not in self.loaded:

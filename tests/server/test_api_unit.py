@@ -206,3 +206,23 @@ def test_hot_swap_drains_inflight_requests_on_the_old_version(tmp_path, monkeypa
     lora_ids = {ref: lid for ref, lid in ((h.ref, h.lora_id) for h in engine.loaded.values())}
     assert "sft@1" not in lora_ids and "sft@2" in lora_ids
     assert registry.aliases()["sft"] == "sft@2"  # persisted, so a restart serves the same thing
+
+
+def test_a_dead_engine_turns_health_503_and_every_answer_says_restart(app_and_engine):
+    app, engine = app_and_engine
+
+    async def body(client):
+        before = await client.get("/health")
+        engine.died = "the vLLM engine core died (EngineDeadError); restart `palate serve`"
+        health = await client.get("/health")
+        plain = await client.post("/v1/chat/completions", json=_chat())
+        stream = await client.post("/v1/chat/completions", json=_chat(stream=True))
+        return before, health, plain, stream
+
+    before, health, plain, stream = run(_with_app(app, body))
+    assert before.status_code == 200 and before.json()["status"] == "ok"
+    assert health.status_code == 503 and "restart `palate serve`" in health.json()["error"]["message"]
+    assert plain.status_code == 503 and plain.json()["error"]["code"] == "engine_dead"
+    events = [line[6:] for line in stream.text.splitlines() if line.startswith("data: ")]
+    error = json.loads(events[-2])["error"]  # the error event, then [DONE]: never a silent, "finished" stream
+    assert error["code"] == "engine_dead" and "restart" in error["message"] and events[-1] == "[DONE]"

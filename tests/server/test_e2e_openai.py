@@ -239,3 +239,29 @@ def test_client_disconnect_aborts_the_request_in_the_engine(live_server):
     while aborted_count() == before and time.monotonic() < deadline:
         time.sleep(0.5)
     assert aborted_count() == before + 1
+
+
+LONG_LISTING = ("Listing facts: " + "; ".join(
+    f"unit {i}: {i % 4 + 1}-bed, {i % 3 + 1}-bath condo, {700 + 37 * i} sq ft, a {i % 12 + 2}-minute walk to the "
+    f"Green Line, built in {1960 + i}, monthly fee ${200 + 11 * i}" for i in range(12))
+    + ". Describe the best of these units in three sentences.")
+
+
+def test_many_seeded_requests_with_long_prompts_keep_the_engine_alive(live_server):
+    """A busy batch of seeded requests whose prompts together exceed one engine step's token budget (2048): with
+    chunked prefill vLLM 0.32's CPU worker dies on the split seeded prompt. Every request must answer, and the server
+    must go on serving."""
+    async def run() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=live_server.v1, api_key="x", max_retries=0, timeout=600)
+        results = await asyncio.gather(*(
+            client.chat.completions.create(model="base" if i % 2 else "sft", seed=i, temperature=0.8, max_tokens=4,
+                                           messages=[{"role": "user", "content": f"({i}) {LONG_LISTING}"}])
+            for i in range(12)))
+        await client.close()
+        return [r.choices[0].finish_reason for r in results]
+
+    prompt_tokens = openai.OpenAI(base_url=live_server.v1, api_key="x").completions.create(
+        model="base", prompt=LONG_LISTING, max_tokens=1).usage.prompt_tokens
+    assert 12 * prompt_tokens > 2048, "the prompts must not fit one step together, or this proves nothing"
+    assert all(reason in {"stop", "length"} for reason in asyncio.run(run()))
+    assert httpx.get(f"{live_server.url}/health", timeout=10).status_code == 200
