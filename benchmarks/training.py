@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"### Training step time ({model_dir.name}, LoRA r=16, batch {args.batch}, {args.pairs} pairs, "
               f"{args.steps} timed steps)\n\n`python -m benchmarks.training --pairs {args.pairs} --steps {args.steps} "
               f"--batch {args.batch}` on {device}, {platform.python_version()}, torch {torch.__version__}, "
-              f"1-min load average at the end {load:.1f} (the machine is shared: absolute times vary, ratios less).")
+              f"1-min load average at the end {load:.1f} (other jobs on the machine inflate absolute times; ratios less).")
     text = table(results, header)
     print(text)
     if args.markdown:
