@@ -119,7 +119,7 @@ def main() -> int:
     if args.append:
         command = "python benchmarks/margins.py " + " ".join(sys.argv[1:])
         header = (f"\n## Margin scoring: vLLM engine vs transformers + PEFT ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
-                  f"`{command}` on {platform.machine()}, {os.cpu_count()} CPU cores (shared), float32 both sides; "
+                  f"`{command}` on {platform.machine()}, {os.cpu_count()} CPU cores, float32 both sides; "
                   f"best of {args.repeats} runs, start-up excluded from pairs/s.\n\n")
         with open(args.append, "a") as handle:
             handle.write(header + out + "\n")
