@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,12 +51,13 @@ def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], ste
     from training.jobs import load_model, make_trainer
     from training.validate import ValidationReport
 
+    output_dir = tempfile.mkdtemp(prefix="palate-bench-")  # nothing is saved there (save_strategy: no)
     overrides = {"max_steps": steps + 1, "per_device_train_batch_size": batch, "logging_steps": 1000,
-                 "save_strategy": "no", "output_dir": "/tmp/palate-bench", "max_length": 512, "warmup_steps": 0}
+                 "save_strategy": "no", "output_dir": output_dir, "max_length": 512, "warmup_steps": 0}
     if kind == "dpo":
         overrides.update(precompute_ref_log_probs=precompute, parent="base")
     spec = resolve_job(kind, overrides=overrides)
-    spec.trl.output_dir = "/tmp/palate-bench"
+    spec.trl.output_dir = output_dir
     train_rows = ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows] if kind == "sft"
                   else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
     data = PreparedData(path=Path("bench"), sha256="", report=ValidationReport(Path("bench"), kind), rows=train_rows)
