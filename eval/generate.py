@@ -147,7 +147,8 @@ def summarize_verdicts(verdicts: list[dict]) -> dict:
         "exclamation_rate": sum(v["exclamations"] > 0 for v in verdicts) / n,
         "hedge_rate": sum(bool(v["hedges"]) for v in verdicts) / n,
         "length_off_rate": sum(not v["length_ok"] for v in verdicts) / n,
-        "repetition": sum(v.get("repetition", 0.0) for v in verdicts) / n,
+        # None for generations judged before the judge measured repetition: unknown, not zero
+        "repetition": mean("repetition") if all("repetition" in v for v in verdicts) else None,
     }
 
 

@@ -44,6 +44,11 @@ def error_response(exc: APIError) -> JSONResponse:
                         status_code=exc.status)
 
 
+def engine_dead(reason: str) -> APIError:
+    """The engine process is gone for good (see `Engine.dead`): 503, so a supervisor restarts the server."""
+    return APIError(503, f"The engine is gone: {reason}.", code="engine_dead")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -68,9 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         engine = getattr(request.app.state, "engine", None)
-        dead = engine.dead() if engine is not None else None
-        if dead:
-            return JSONResponse(error_body(503, f"Internal error ({type(exc).__name__}): {dead}.",
-                                           code="engine_dead"), status_code=503)
+        if engine is not None and (dead := engine.dead()):
+            return error_response(engine_dead(dead))
         return JSONResponse(error_body(500, f"Internal error ({type(exc).__name__}); the server keeps serving."),
                             status_code=500)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
-from server.errors import error_body
+from server.errors import engine_dead
 from server.models import ModelManager, ServedModel
 from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 
@@ -13,14 +12,13 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health(request: Request) -> Response:
+async def health(request: Request) -> dict:
     """200 while the engine can serve; 503 (OpenAI error body) once it died, so a supervisor restarts the server."""
     engine = request.app.state.engine
-    dead = engine.dead()
-    if dead:
-        return JSONResponse(error_body(503, f"Unhealthy: {dead}.", code="engine_dead"), status_code=503)
+    if dead := engine.dead():
+        raise engine_dead(dead)
     models: ModelManager = request.app.state.models
-    return JSONResponse({"status": "ok", "engine": engine.name, "models": models.available()})
+    return {"status": "ok", "engine": engine.name, "models": models.available()}
 
 
 @router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)

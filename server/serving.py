@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from core.config import ServerConfig
 from server.engines.base import Delta, Engine, EngineError, Sampling
-from server.errors import APIError, error_body
+from server.errors import APIError, engine_dead, error_body
 from server.metrics import Metrics
 from server.models import ModelManager, ServedModel
 from server.protocol import ChatCompletionRequest, CompletionRequest, Usage, new_id, now
@@ -156,9 +156,8 @@ class Serving:
         (restart needed), otherwise 500 with the engine's message."""
         if isinstance(exc, APIError):
             return exc
-        dead = self.engine.dead()
-        if dead:
-            return APIError(503, f"The engine is gone: {dead}.", code="engine_dead")
+        if dead := self.engine.dead():
+            return engine_dead(dead)
         if not isinstance(exc, EngineError):
             log.error("generation failed", exc_info=exc)
             return APIError(500, f"Internal error in the engine ({type(exc).__name__}: {exc}).")
@@ -217,11 +216,9 @@ class Serving:
                                      else "text_completion", "created": created, "model": served.id, "choices": [],
                                      "usage": Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                                                     total_tokens=prompt_tokens + completion_tokens).model_dump()})
-            except APIError as exc:
-                await queue.put(error_body(exc.status, exc.message, param=exc.param, code=exc.code))
             except Exception as exc:  # never end a broken stream as if it had finished
                 error = self._engine_failure(exc)
-                await queue.put(error_body(error.status, error.message, code=error.code))
+                await queue.put(error_body(error.status, error.message, param=error.param, code=error.code))
             finally:
                 await queue.put(None)
 

@@ -157,8 +157,8 @@ class VllmEngine:
                     )
                 finished = output.finished
         except Exception as exc:
-            if self.dead():
-                raise EngineError(self.dead()) from exc
+            if dead := self.dead():
+                raise EngineError(dead) from exc
             raise
         finally:
             if not finished and self._llm is not None:
