@@ -30,7 +30,7 @@ class _SamplingRequest(BaseModel):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=8)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what the engine's generator accepts
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

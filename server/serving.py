@@ -16,7 +16,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from core.config import ServerConfig
-from server.engines.base import Delta, Engine, EngineError, Sampling
+from server.engines.base import Delta, Engine, EngineError, EngineRequestError, Sampling
 from server.errors import APIError, engine_dead, error_body
 from server.metrics import Metrics
 from server.models import ModelManager, ServedModel
@@ -156,6 +156,8 @@ class Serving:
         (restart needed), otherwise 500 with the engine's message."""
         if isinstance(exc, APIError):
             return exc
+        if isinstance(exc, EngineRequestError):
+            return APIError(400, f"The engine rejected the request: {exc}")
         if dead := self.engine.dead():
             return engine_dead(dead)
         if not isinstance(exc, EngineError):

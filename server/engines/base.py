@@ -16,6 +16,11 @@ class EngineError(RuntimeError):
     """The engine refused a request or an adapter; the message is safe to show the client."""
 
 
+class EngineRequestError(EngineError):
+    """The engine refused the request itself (a token id outside the vocabulary, an empty stop string...): the
+    client's mistake, answered with a 400, not an engine failure."""
+
+
 @dataclass(frozen=True)
 class AdapterHandle:
     """What an engine needs to serve one adapter version. A new version always gets a new `lora_id`:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import VllmConfig
-from server.engines.base import AdapterHandle, Delta, EngineError, Sampling, TokenLogprob
+from server.engines.base import AdapterHandle, Delta, EngineError, EngineRequestError, Sampling, TokenLogprob
 
 log = logging.getLogger("palate.engine.vllm")
 
@@ -157,6 +157,10 @@ class VllmEngine:
                     )
                 finished = output.finished
         except Exception as exc:
+            from vllm.exceptions import VLLMClientError
+
+            if isinstance(exc, VLLMClientError):  # vLLM's own "this request is invalid" (its 4xx family)
+                raise EngineRequestError(str(exc)) from exc
             if dead := self.dead():
                 raise EngineError(dead) from exc
             raise

@@ -265,3 +265,20 @@ def test_many_seeded_requests_with_long_prompts_keep_the_engine_alive(live_serve
     assert 12 * prompt_tokens > 2048, "the prompts must not fit one step together, or this proves nothing"
     assert all(reason in {"stop", "length"} for reason in asyncio.run(run()))
     assert httpx.get(f"{live_server.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path, body, status, says", [
+    ("/v1/completions", {"model": "base", "prompt": [999999], "max_tokens": 4}, 400, "out of vocabulary"),
+    ("/v1/completions", {"model": "base", "prompt": [-1], "max_tokens": 4}, 400, "out of vocabulary"),
+    ("/v1/chat/completions", {"model": "base", "messages": MESSAGES, "max_tokens": 4, "stop": [""]}, 400,
+     "empty string"),
+    ("/v1/chat/completions", {"model": "base", "messages": MESSAGES, "max_tokens": 4, "seed": 2**70}, 422, "seed"),
+])
+def test_requests_the_engine_cannot_take_are_client_errors_and_the_server_goes_on(live_server, path, body, status,
+                                                                                 says):
+    response = httpx.post(f"{live_server.v1}{path[3:]}", json=body, timeout=120)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]["message"]
+    after = httpx.post(f"{live_server.v1}/chat/completions", json={"model": "base", "messages": MESSAGES,
+                                                                     "max_tokens": 2}, timeout=120)
+    assert after.status_code == 200 and httpx.get(f"{live_server.url}/health").status_code == 200
