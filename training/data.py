@@ -1,15 +1,20 @@
 """The demo dataset: listing descriptions, grounded (chosen) versus near-miss (rejected), as TRL JSONL.
 
-`build_dataset(out_dir, seed)` writes four files, deterministic from `seed`:
+`build_dataset(out_dir, seed)` writes five files, deterministic from `seed`:
 
-    sft_train.jsonl  sft_eval.jsonl      {"messages": [user, assistant], "listing": facts}
+    sft_train.jsonl  sft_eval.jsonl      {"messages": [user, assistant], "listing": facts, "family": ...}
     prefs_train.jsonl prefs_eval.jsonl   {"prompt": [user], "chosen": [assistant], "rejected": [assistant],
-                                          "kind": near-miss kind, "listing": facts}
+                                          "kind": near-miss kind, "listing": facts, "family": ...}
+    prompts_heldout.jsonl                {"messages": [user], "listing": facts, "family": ...}
 
-Train and eval are split by listing, so no listing (and no prompt) appears in both. Near-miss kinds rotate per
-listing so every kind is equally represented in both splits. Every chosen answer is checked with
-`grounding_problems` while building: a generator bug fails the build instead of poisoning the data.
-The extra keys (`listing`, `kind`) are dropped by `training.validate` before rows reach a TRL trainer.
+Each prompt is written in one phrasing family (training/prompts.py) and about a third of them state only some of
+the listing's facts (`listing.unstated`), as people do. Train and eval are split by listing, so no listing (and no
+prompt) appears in both. The training files use `TRAIN_FAMILIES` only; `HELDOUT_FAMILIES` appear only in
+`prompts_heldout.jsonl` (eval listings) and in a share of `prefs_eval.jsonl`, so the evaluation also measures
+wordings no adapter trained on. Near-miss kinds rotate per listing so every kind is equally represented in both
+splits. Every chosen answer is checked with `grounding_problems` while building: a generator bug fails the build
+instead of poisoning the data. The extra keys (`listing`, `kind`, `family`) are dropped by `training.validate`
+before rows reach a TRL trainer.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ import random
 import tempfile
 from pathlib import Path
 
-from training.describe import write_grounded, write_prompt
+from training.describe import write_grounded
 from training.grounding import grounding_problems
 from training.listings import Listing, generate_listings
 from training.nearmiss import NEAR_MISS_KINDS, REPLAY_KINDS, write_near_miss
+from training.prompts import FAMILIES, HELDOUT_FAMILIES, TRAIN_FAMILIES, partial_view, write_prompt
 
 DEFAULT_OUT = Path("data/listings")
-FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prefs_train.jsonl", "prefs_eval.jsonl")
+FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prefs_train.jsonl", "prefs_eval.jsonl", "prompts_heldout.jsonl")
+# How often each training family is drawn: free-form asks outweigh the fact sheets people rarely type.
+TRAIN_WEIGHTS = {"fact_list": 1.0, "fact_sentence": 1.0, "facts_first": 1.0, "prose": 2.0, "notes": 2.0,
+                 "rewrite": 1.5}
+PARTIAL_SHARE = 0.35  # share of prompts that state only some of the facts
 
 
 def sha256_path(path: Path | str) -> str:
@@ -55,40 +65,67 @@ def _assistant(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
 
 
-def sft_row(listing: Listing, rng: random.Random) -> dict:
-    prompt = write_prompt(listing, rng)
-    answer = write_grounded(listing, rng)
-    return {"messages": _user(prompt) + _assistant(answer), "listing": listing.facts()}
+def _view(listing: Listing, family: str, rng: random.Random) -> Listing:
+    """The facts a prompt of `family` states: sometimes a partial view; a rewrite states what its hype text says."""
+    if family == "rewrite":  # the hype text never mentions fee, year or condition
+        return listing.partial({k for k in ("area_sqft", "transit") if rng.random() < 0.8}, listing.features)
+    return partial_view(listing, rng) if rng.random() < PARTIAL_SHARE else listing
 
 
-def preference_row(listing: Listing, kind: str, rng: random.Random) -> dict:
-    """One pair: a fresh prompt phrasing, a grounded chosen answer, a near-miss of `kind` as rejected."""
-    prompt = write_prompt(listing, rng)
+def _ask(listing: Listing, family: str, rng: random.Random) -> tuple[Listing, str]:
+    view = _view(listing, family, rng)
+    return view, write_prompt(view, family, rng)
+
+
+def sft_row(listing: Listing, family: str, rng: random.Random) -> dict:
+    view, prompt = _ask(listing, family, rng)
+    answer = write_grounded(view, rng)
+    return {"messages": _user(prompt) + _assistant(answer), "listing": view.facts(), "family": family}
+
+
+def preference_row(listing: Listing, kind: str, family: str, rng: random.Random) -> dict:
+    """One pair: a prompt in `family`, a grounded chosen answer, a near-miss of `kind` as rejected."""
+    view, prompt = _ask(listing, family, rng)
     wording_state = rng.getstate()
-    chosen = write_grounded(listing, rng)
+    chosen = write_grounded(view, rng)
     if kind in REPLAY_KINDS:
         replay = random.Random()
         replay.setstate(wording_state)
-        rejected = write_near_miss(kind, listing, replay)
+        rejected = write_near_miss(kind, view, replay)
     else:
-        rejected = write_near_miss(kind, listing, rng)
+        rejected = write_near_miss(kind, view, rng)
     return {"prompt": _user(prompt), "chosen": _assistant(chosen), "rejected": _assistant(rejected), "kind": kind,
-            "listing": listing.facts()}
+            "listing": view.facts(), "family": family}
+
+
+def heldout_prompt_row(listing: Listing, family: str, rng: random.Random) -> dict:
+    view, prompt = _ask(listing, family, rng)
+    return {"messages": _user(prompt), "listing": view.facts(), "family": family}
 
 
 def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15,
-               pairs_per_listing: int = 2) -> dict[str, list[dict]]:
-    """The four splits as lists of rows (file name -> rows), without writing anything."""
+               pairs_per_listing: int = 2, sft_per_listing: int = 2) -> dict[str, list[dict]]:
+    """The five files as lists of rows (file name -> rows), without writing anything."""
     listings = generate_listings(seed=seed, n=n_listings)
     train, evaluation = split_listings(listings, seed, eval_fraction)
     rng = random.Random(f"text:{seed}")
+    pick = random.Random(f"family:{seed}")
+    weights = [TRAIN_WEIGHTS[f] for f in TRAIN_FAMILIES]
     out: dict[str, list[dict]] = {name: [] for name in FILES}
     for split, group in (("train", train), ("eval", evaluation)):
+        families = TRAIN_FAMILIES if split == "train" else FAMILIES
         for index, listing in enumerate(group):
-            out[f"sft_{split}.jsonl"].append(sft_row(listing, rng))
+            for _ in range(sft_per_listing if split == "train" else 1):
+                family = pick.choices(TRAIN_FAMILIES, weights)[0]
+                out[f"sft_{split}.jsonl"].append(sft_row(listing, family, rng))
             for j in range(pairs_per_listing):
                 kind = NEAR_MISS_KINDS[(index * pairs_per_listing + j) % len(NEAR_MISS_KINDS)]
-                out[f"prefs_{split}.jsonl"].append(preference_row(listing, kind, rng))
+                family = pick.choices(TRAIN_FAMILIES, weights)[0] if split == "train" else families[
+                    (index * pairs_per_listing + j) % len(families)]
+                out[f"prefs_{split}.jsonl"].append(preference_row(listing, kind, family, rng))
+            if split == "eval":
+                family = HELDOUT_FAMILIES[index % len(HELDOUT_FAMILIES)]
+                out["prompts_heldout.jsonl"].append(heldout_prompt_row(listing, family, rng))
     _check(out)
     return out
 
@@ -96,6 +133,8 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
 def _check(out: dict[str, list[dict]]) -> None:
     for name, rows in out.items():
         for row in rows:
+            if name == "prompts_heldout.jsonl":
+                continue
             answer = row["messages"][-1]["content"] if "messages" in row else row["chosen"][0]["content"]
             problems = grounding_problems(answer, row["listing"])
             if problems:
@@ -116,7 +155,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def build_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0, n_listings: int = 800,
                   eval_fraction: float = 0.15, pairs_per_listing: int = 2) -> dict[str, Path]:
-    """Generate the dataset and write it under `out_dir`; returns {"sft_train": path, ...} for the four files."""
+    """Generate the dataset and write it under `out_dir`; returns {"sft_train": path, ...} for the five files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

@@ -1,11 +1,10 @@
-"""Prompts and grounded descriptions for a listing, in varied wording.
+"""Grounded descriptions for a listing, in varied wording (the prompts that ask for them are in training/prompts.py).
 
-`write_prompt(listing, rng)` asks for a description and states the facts (the model can only be grounded in facts it
-is shown). `write_grounded(listing, rng)` returns a description that uses every fact and invents none: numbers appear
-as digits exactly as in the facts, features by their vocabulary name, and no subjective adjective claims more than
-the facts say. Wording varies by sentence templates, sentence order and fact order, not by one template with slots.
-
-Both are pure functions of (listing, rng state): the dataset builder seeds `rng`, so output is deterministic.
+`write_grounded(listing, rng)` returns a description that uses every fact the listing states and invents none:
+numbers appear as digits exactly as in the facts, features by their vocabulary name, and no subjective adjective
+claims more than the facts say. Wording varies by sentence templates, sentence order and fact order, not by one
+template with slots. A pure function of (listing, rng state): the dataset builder seeds `rng`, so output is
+deterministic.
 """
 
 from __future__ import annotations
@@ -46,68 +45,25 @@ def join_list(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-# ---- prompts ------------------------------------------------------------------------------------------------------
-
-def _fact_lines(listing: Listing, rng: random.Random) -> list[str]:
-    lines = [
-        f"Type: {listing.property_type}",
-        f"Bedrooms: {listing.beds}" if listing.beds else "Bedrooms: studio (0)",
-        f"Bathrooms: {fmt_baths(listing.baths)}",
-        f"Area: {listing.area_sqft} sq ft",
-        f"Neighbourhood: {listing.neighbourhood}",
-        f"Transit: {listing.transit}",
-        f"Features: {', '.join(listing.features)}",
-        f"Monthly fee: ${listing.monthly_fee}" if listing.monthly_fee is not None else "Monthly fee: none",
-        f"Year built: {listing.year_built}",
-        f"Condition: {listing.condition}",
-    ]
-    head, rest = lines[:2], lines[2:]
-    rng.shuffle(rest)
-    return head + rest
-
-
-def _fact_sentence(listing: Listing) -> str:
-    fee = f"${listing.monthly_fee}/month fee" if listing.monthly_fee is not None else "no monthly fee"
-    beds = "studio" if listing.beds == 0 else f"{listing.beds} bed"
-    return (f"{listing.property_type}, {beds}, {fmt_baths(listing.baths)} bath, {listing.area_sqft} sq ft, "
-            f"{listing.neighbourhood}, {listing.transit}, features: {', '.join(listing.features)}; {fee}; "
-            f"built {listing.year_built}; {listing.condition}.")
-
-
-def write_prompt(listing: Listing, rng: random.Random) -> str:
-    """A request for a listing description that states the facts, in one of several phrasings."""
-    kind = listing.property_type
-    short = "studio" if listing.beds == 0 else f"{listing.beds}bd"
-    asks = [
-        f"Describe this {short} {kind} in {listing.neighbourhood}.",
-        f"Write a listing description for this {kind}.",
-        f"Can you write the description for my {kind} listing?",
-        f"I need a short, accurate property description for a {kind} in {listing.neighbourhood}.",
-        f"Draft the blurb for this {short} {kind}.",
-        f"Please write a real-estate description of the {kind} below.",
-        f"Turn these facts into a listing description.",
-        f"We're putting {_article(kind)} {kind} on the market. Write the listing text.",
-    ]
-    ask = rng.choice(asks)
-    style = rng.randrange(3)
-    if style == 0:
-        return ask + "\n\nFacts:\n" + "\n".join(f"- {line}" for line in _fact_lines(listing, rng))
-    if style == 1:
-        return ask + " Details: " + _fact_sentence(listing)
-    return "\n".join(_fact_lines(listing, rng)) + "\n\n" + ask
-
-
 # ---- grounded descriptions ----------------------------------------------------------------------------------------
 
 def _article(word: str) -> str:
-    return "an" if word[0].lower() in "aeiou" else "a"
+    """'a' or 'an' before `word` (digits read aloud: 'an 8-bed', 'an 11-bed')."""
+    return "an" if word[0].lower() in "aeiou8" or word.startswith(("11", "18")) else "a"
 
 
 def _opening(listing: Listing, rng: random.Random) -> str:
     kind, place = listing.property_type, listing.neighbourhood
-    area = fmt_area(listing.area_sqft, rng)
     baths = fmt_baths(listing.baths)
     bath_word = "bath" if listing.baths == 1 else "baths"
+    if not listing.states("area_sqft"):
+        if listing.beds == 0:
+            return rng.choice([f"Studio {kind} in {place} with {baths} {bath_word}.",
+                               f"This {place} {kind} is a studio with {baths} {bath_word}."])
+        bed_word = "bedroom" if listing.beds == 1 else "bedrooms"
+        return rng.choice([f"{listing.beds}-bed, {baths}-bath {kind} in {place}.",
+                           f"This {kind} in {place} has {listing.beds} {bed_word} and {baths} {bath_word}."])
+    area = fmt_area(listing.area_sqft, rng)
     if listing.beds == 0:
         return rng.choice([
             f"{_article(kind).capitalize()} {kind} in {place}: studio layout, {baths} {bath_word}, {area}.",
@@ -118,7 +74,7 @@ def _opening(listing: Listing, rng: random.Random) -> str:
     return rng.choice([
         f"{listing.beds}-bed, {baths}-bath {kind} in {place}, {area}.",
         f"This {kind} in {place} has {listing.beds} {bed_word} and {baths} {bath_word} across {area}.",
-        f"{_article(kind).capitalize()} {listing.beds}-bedroom {kind} in {place} with {baths} {bath_word} and {area} "
+        f"{_article(str(listing.beds)).capitalize()} {listing.beds}-bedroom {kind} in {place} with {baths} {bath_word} and {area} "
         "of living space.",
         f"{place} {kind} offering {listing.beds} {bed_word}, {baths} {bath_word} and {area}.",
     ])
@@ -145,16 +101,25 @@ def features_sentence(features: list[str], rng: random.Random) -> str:
     ])
 
 
-def _year_condition(listing: Listing, rng: random.Random) -> str:
-    return rng.choice([
-        f"Built in {listing.year_built}, {listing.condition}.",
-        f"The {listing.year_built} build is {listing.condition}.",
-        f"Condition: {listing.condition} (built {listing.year_built}).",
-        f"Year built {listing.year_built}; {listing.condition}.",
-    ])
+def _year_condition(listing: Listing, rng: random.Random) -> str | None:
+    year, condition = listing.states("year_built"), listing.states("condition")
+    if year and condition:
+        return rng.choice([
+            f"Built in {listing.year_built}, {listing.condition}.",
+            f"The {listing.year_built} build is {listing.condition}.",
+            f"Condition: {listing.condition} (built {listing.year_built}).",
+            f"Year built {listing.year_built}; {listing.condition}.",
+        ])
+    if year:
+        return rng.choice([f"Built in {listing.year_built}.", f"Year built: {listing.year_built}."])
+    if condition:
+        return rng.choice([f"The home is {listing.condition}.", f"Condition: {listing.condition}."])
+    return None
 
 
-def _fee(listing: Listing, rng: random.Random) -> str:
+def _fee(listing: Listing, rng: random.Random) -> str | None:
+    if not listing.states("monthly_fee"):
+        return None
     if listing.monthly_fee is None:
         return rng.choice(["No monthly fee.", "There is no monthly fee.", "No strata or association fees."])
     return rng.choice([
@@ -174,11 +139,12 @@ def grounded_sentences(listing: Listing, rng: random.Random, extra_feature: str 
     slot = rng.randrange(len(feats) + 1)
     if extra_feature is not None:
         feats.insert(slot, extra_feature)
-    middle = [_transit(listing, rng), features_sentence(feats, rng), _year_condition(listing, rng)]
+    transit = _transit(listing, rng) if listing.states("transit") else None
+    middle = [s for s in (transit, features_sentence(feats, rng), _year_condition(listing, rng)) if s]
     rng.shuffle(middle)
-    return [_opening(listing, rng), *middle, _fee(listing, rng)]
+    return [s for s in (_opening(listing, rng), *middle, _fee(listing, rng)) if s]
 
 
 def write_grounded(listing: Listing, rng: random.Random) -> str:
-    """A description that uses every fact of `listing` and invents none."""
+    """A description that uses every fact `listing` states and invents none."""
     return " ".join(grounded_sentences(listing, rng))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from training.listings import ALL_FEATURES, HYPE_TERMS, NEIGHBOURHOODS, PROPERTY_TYPES
+from training.listings import ALL_FEATURES, HYPE_TERMS, NEIGHBOURHOODS, PROPERTY_TYPES, stated_facts
 
 _NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 # (pattern, fact key): the number captured must equal the fact.
@@ -35,17 +35,17 @@ def _as_number(token: str) -> float:
 
 def allowed_numbers(facts: dict) -> set[float]:
     """Every number a grounded description may contain."""
-    values = [facts["beds"], facts["baths"], facts["area_sqft"], facts["transit_minutes"], facts["year_built"]]
-    if facts.get("monthly_fee") is not None:
-        values.append(facts["monthly_fee"])
+    facts = stated_facts(facts)
+    values = [facts[k] for k in ("beds", "baths", "area_sqft", "transit_minutes", "year_built", "monthly_fee")]
     for phrase in (facts["transit"], facts["condition"]):
-        values.extend(_as_number(m) for m in _NUMBER.findall(phrase))
-    return {float(v) for v in values}
+        values.extend(_as_number(m) for m in _NUMBER.findall(phrase or ""))
+    return {float(v) for v in values if v is not None}
 
 
 def grounding_problems(text: str, facts: dict) -> list[str]:
     """What `text` says that the listing `facts` do not support; an empty list means grounded."""
     problems: list[str] = []
+    facts = stated_facts(facts)
     lower = text.lower()
     own = set(facts["features"])
     problems += [f"invented feature: {f}" for f in ALL_FEATURES if f in lower and f not in own]
@@ -70,7 +70,8 @@ def grounding_problems(text: str, facts: dict) -> list[str]:
 
 
 def missing_facts(text: str, facts: dict) -> list[str]:
-    """Facts a complete description would mention but `text` does not (features, neighbourhood, numbers)."""
+    """Stated facts a complete description would mention but `text` does not (features, neighbourhood, numbers)."""
+    facts = stated_facts(facts)
     lower = text.lower()
     missing = [f"feature: {f}" for f in facts["features"] if f not in lower]
     if facts["neighbourhood"].lower() not in lower:

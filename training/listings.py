@@ -10,10 +10,14 @@ Contract relied on by `eval/` (keep stable):
 - `ALL_FEATURES` is the whole feature vocabulary: a description that names a feature from it that is not in the
   listing's `features` has invented one. No feature is a substring of another, so substring matching is safe.
 - `HYPE_TERMS` are the lower-case hype words and phrases the "hype" near-miss uses.
+- A listing may state only some of its facts (`Listing.partial`, as people often do when they ask): the keys of
+  `OPTIONAL_FACTS` it leaves out are listed in `facts()["unstated"]` (absent when every fact is stated), and
+  `stated_facts(facts)` turns them into None: a description may not claim them, and need not cover them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import asdict, dataclass, field
 
@@ -127,10 +131,17 @@ class Listing:
     year_built: int = 2000
     condition: str = "well maintained"
 
+    # Optional facts (keys of OPTIONAL_FACTS) this listing does not state; see `partial`.
+    unstated: tuple[str, ...] = ()
+
     def facts(self) -> dict:
-        """The listing as a plain JSON-ready dict (features as a list)."""
+        """The listing as a plain JSON-ready dict (features as a list; `unstated` only when non-empty)."""
         data = asdict(self)
         data["features"] = list(self.features)
+        if data["unstated"]:
+            data["unstated"] = list(self.unstated)
+        else:
+            del data["unstated"]
         return data
 
     @classmethod
@@ -138,11 +149,40 @@ class Listing:
         """Inverse of `facts()`."""
         data = dict(facts)
         data["features"] = tuple(data.get("features", ()))
+        data["unstated"] = tuple(data.get("unstated", ()))
         return cls(**data)
+
+    def states(self, key: str) -> bool:
+        """Does this listing state fact `key` (an OPTIONAL_FACTS key; every other fact is always stated)?"""
+        return key not in self.unstated
+
+    def partial(self, keep: set[str] | frozenset[str], features: tuple[str, ...]) -> "Listing":
+        """The same property with only the optional facts in `keep` stated and only `features` listed: what a person
+        who types a few facts gives. Unstated values stay in the record but `stated_facts` hides them."""
+        unknown = set(keep) - set(OPTIONAL_FACTS)
+        if unknown or not features or not set(features) <= set(self.features):
+            raise ValueError(f"bad partial listing: keep={sorted(keep)} features={features}")
+        return dataclasses.replace(self, features=tuple(features),
+                                   unstated=tuple(k for k in OPTIONAL_FACTS if k not in keep))
 
     def _identity(self) -> tuple:
         return (self.property_type, self.beds, self.baths, self.area_sqft, self.neighbourhood, self.transit,
                 tuple(sorted(self.features)), self.monthly_fee, self.year_built, self.condition)
+
+
+# Facts a prompt may leave out (property type, beds, baths, neighbourhood and at least one feature are always given).
+# "transit" covers transit_minutes too.
+OPTIONAL_FACTS: tuple[str, ...] = ("area_sqft", "transit", "monthly_fee", "year_built", "condition")
+_DEPENDENT = {"transit": ("transit", "transit_minutes")}
+
+
+def stated_facts(facts: dict) -> dict:
+    """`facts` with every unstated fact set to None (transit_minutes with transit): what a description may use."""
+    out = dict(facts)
+    for key in facts.get("unstated", ()):
+        for dependent in _DEPENDENT.get(key, (key,)):
+            out[dependent] = None
+    return out
 
 
 def transit_phrase(minutes: int, line: str) -> str:

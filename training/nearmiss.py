@@ -40,11 +40,11 @@ def _hype(listing: Listing, rng: random.Random) -> str:
         f"WOW! {words[0].capitalize()} {kind} alert in {place}!",
         f"Your {words[0]} {kind} is finally here!!",
     ])
-    body = [
-        f"{bed_bath_phrase(listing, rng).capitalize()} and {fmt_area(listing.area_sqft, rng)} of pure {words[1]} living.",
-        f"Enjoy {join_list(list(listing.features))} - simply {words[2]}!",
-        rng.choice([f"Just {listing.transit}!", f"Steps from everything - {listing.transit}!"]),
-    ]
+    size = (f"{bed_bath_phrase(listing, rng).capitalize()} and {fmt_area(listing.area_sqft, rng)} of pure {words[1]} living."
+            if listing.states("area_sqft") else f"{bed_bath_phrase(listing, rng).capitalize()} of pure {words[1]} living.")
+    body = [size, f"Enjoy {join_list(list(listing.features))} - simply {words[2]}!"]
+    if listing.states("transit"):
+        body.append(rng.choice([f"Just {listing.transit}!", f"Steps from everything - {listing.transit}!"]))
     rng.shuffle(body)
     closer = rng.choice([
         "This is a must see and it won't last!!!",
@@ -86,10 +86,11 @@ def _invented_feature(listing: Listing, rng: random.Random) -> str:
 
 def wrong_number_listing(listing: Listing, rng: random.Random) -> Listing:
     """A copy of `listing` with exactly one numeric fact changed to a plausible wrong value."""
-    fields = ["baths", "area_sqft", "transit_minutes", "year_built"]
+    fields = ["baths"] + [key for key, fact in (("area_sqft", "area_sqft"), ("transit_minutes", "transit"),
+                                                ("year_built", "year_built")) if listing.states(fact)]
     if listing.beds >= 1:
         fields.append("beds")
-    if listing.monthly_fee is not None:
+    if listing.monthly_fee is not None and listing.states("monthly_fee"):
         fields.append("monthly_fee")
     field = rng.choice(fields)
     value = getattr(listing, field)
@@ -129,9 +130,11 @@ def _over_hedged(listing: Listing, rng: random.Random) -> str:
             f"Based on the information provided, this appears to be a {kind} in {place}, although I cannot verify it.",
             f"I can't guarantee accuracy, but this may be a {kind} located in what is described as {place}.",
         ]),
-        f"It reportedly has {bed_bath_phrase(listing, rng)} and roughly {fmt_area(listing.area_sqft, rng)}, "
-        "though measurements can vary and should be confirmed.",
-        f"It is said to be {listing.transit}, depending on your walking pace.",
+        f"It reportedly has {bed_bath_phrase(listing, rng)}"
+        + (f" and roughly {fmt_area(listing.area_sqft, rng)}" if listing.states("area_sqft") else "")
+        + ", though measurements can vary and should be confirmed.",
+        f"It is said to be {listing.transit}, depending on your walking pace." if listing.states("transit") else
+        "Travel times have not been confirmed.",
         f"Listed features possibly include {join_list(list(listing.features))}.",
         rng.choice([
             "Please remember that a listing description is not a legal document: always hire a licensed inspector, "
@@ -146,9 +149,10 @@ def _over_hedged(listing: Listing, rng: random.Random) -> str:
 def _omits_facts(listing: Listing, rng: random.Random) -> str:
     kind, place = listing.property_type, listing.neighbourhood
     beds = "studio" if listing.beds == 0 else f"{listing.beds}-bedroom"
+    year = f", built in {listing.year_built}" if listing.states("year_built") else ""
     return rng.choice([
         f"{beds.capitalize()} {kind} in {place}. Contact us for details.",
-        f"A {beds} {kind} in {place}, built in {listing.year_built}.",
+        f"A {beds} {kind} in {place}{year}.",
         f"{place} {kind} with {fmt_baths(listing.baths)} bathrooms. Ask for more information.",
     ])
 

@@ -105,5 +105,39 @@ def test_repetition_counts_repeated_word_trigrams():
     assert repetition(looping) == pytest.approx(18 / 23)
     verdict = judge_listing(GROUNDED + " " + GROUNDED, FACTS)
     assert verdict.repetition > 0.45 and verdict.to_dict()["repetition"] == verdict.repetition
-    # reported only: the score does not change with repetition
-    assert verdict.score == pytest.approx(judge_listing(GROUNDED, FACTS).score - 0.1 * (not verdict.length_ok))
+    # folded into the score: a loop costs w_repetition per unit of repetition (1.0 by default)
+    assert verdict.score == pytest.approx(judge_listing(GROUNDED, FACTS).score - 0.1 * (not verdict.length_ok)
+                                          - 1.0 * verdict.repetition)
+
+
+def test_an_answer_cut_by_the_length_limit_scores_lower_and_is_flagged():
+    ended = judge_listing(GROUNDED, FACTS, finish_reason="stop")
+    cut = judge_listing(GROUNDED, FACTS, finish_reason="length")
+    unknown = judge_listing(GROUNDED, FACTS)
+    assert ended.truncated is False and cut.truncated is True and unknown.truncated is None
+    assert ended.score == pytest.approx(1.0) and unknown.score == pytest.approx(1.0)
+    assert cut.score == pytest.approx(1.0 - 0.5)
+    assert cut.to_dict()["truncated"] is True
+
+
+def test_garbled_numbers_fuse_or_move_facts_and_are_a_subset_of_invented():
+    # 940 sq ft stated as baths (a fact in another fact's role); 2940 and 94 fuse the area; 7 is simply invented
+    text = GROUNDED + " It has 940 baths and 2940 square feet, 94 closets and 7 windows."
+    verdict = judge_listing(text, FACTS)
+    assert "baths:940 (facts: 1.5)" in verdict.garbled
+    assert "number:2940" in verdict.garbled and "number:94" in verdict.garbled
+    assert "number:7" in verdict.invented and "number:7" not in verdict.garbled
+    assert set(verdict.garbled) <= set(verdict.invented)
+
+
+def test_a_partial_listing_counts_only_the_stated_facts():
+    partial = dict(FACTS, features=["heat pump"], unstated=["monthly_fee", "year_built", "transit"])
+    text = "2-bed, 1.5-bath condo in Elm Hill, 940 sq ft, freshly refinished, with a heat pump."
+    verdict = judge_listing(text, partial)
+    # type, beds, baths, area, neighbourhood, condition + 1 feature; nothing unstated is required
+    assert verdict.missing == () and len(verdict.covered) == 7 and verdict.invented == ()
+    # claiming an unstated fact is inventing it: the fee, the year, the walk, an unlisted feature
+    claims = judge_listing(text + " Monthly fee $805, built in 2010, a 4-minute walk to the bus, in-unit laundry.",
+                           partial)
+    assert {"monthly_fee:805 (facts: None)", "year_built:2010 (facts: None)", "transit_minutes:4 (facts: None)",
+            "feature:in-unit laundry"} <= set(claims.invented)
