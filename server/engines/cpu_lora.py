@@ -1,0 +1,367 @@
+"""Palate's CPU LoRA kernels for vLLM: tokens grouped by adapter, one fp32 matmul per adapter, base tokens untouched.
+
+vLLM calls a "punica wrapper" from every LoRA-wrapped linear layer. For a token t whose request uses the adapter in
+LoRA slot s(t) (s(t) = -1: no adapter, the base model) and a layer whose output is made of slices k = 1..K (q/k/v or
+gate/up are packed side by side), vLLM keeps per slot
+
+    A_k[s] in R^(R x d_in)      rows past the adapter's rank are zero (R = max_lora_rank)
+    B_k[s] in R^(n_k x R)       columns past the adapter's rank are zero; LoRA's alpha/r is already folded in
+
+and asks for
+
+    shrink:        h_k[t] = scale * A_k[s(t)] x[t]                       (R numbers per token, kept in fp32)
+    expand(-slice): y[t, o_k : o_k + n_k] += B_k[s(t)] h_k[t]            (o_k = offset of slice k in y)
+
+and nothing at all for tokens with s(t) = -1. Grouping: with T_s = {t : s(t) = s} and X[T_s] the rows of those
+tokens, the same numbers are
+
+    H_k[T_s] = scale * X[T_s] A_k[s, :r_sk]^T               one (|T_s| x d_in) @ (d_in x r_sk) matmul
+    Y[T_s, o_k : o_k + n_k] += H_k[T_s] B_k[s, :, :r_sk]^T   one (|T_s| x r_sk) @ (r_sk x n_k) matmul
+
+where r_sk is the slot's effective rank (1 + the last j with A_k[s, j] and B_k[s, :, j] both non-zero; every later
+term is exactly zero), so a rank-16 adapter in a 32-wide slot costs rank-16 work. For the fused `add_lora_linear` the
+K shrinks share one matmul against [A_1[s, :r_s1]; ...; A_K[s, :r_sK]]. Matmuls run in fp32 on fp32 copies of the
+slot's weights (made once per loaded adapter, not per step), and the result is added to y with one rounding to y's
+dtype: on CPUs without bf16 hardware an fp32 matmul is also the fast one. Tokens are grouped once per engine step
+(`update_metadata`), when the batch composition is known, and reused by every layer of that step.
+
+vLLM 0.32's own CPU path instead gathers a copy of every token's slot matrices and runs an einsum in the model dtype,
+and reads index -1 as the last slot, so a base request batched while every slot is occupied gets another adapter's
+delta. Here index -1 is never read.
+
+Installation: `register()` is a `vllm.general_plugins` entry point (vLLM runs those in every process it starts,
+engine core included). On CPU it replaces the platform's `get_punica_wrapper()` so that it names
+`PalatePunicaWrapper` when the environment variable `PALATE_FAST_CPU_LORA` is "1" (Palate's vLLM engine sets it
+from `server.vllm.fast_cpu_lora`) and vLLM's own `PunicaWrapperCPU` otherwise. The variable is read when the
+wrapper is made, inside the engine process, so the order in which plugins are loaded does not matter; unset, vLLM
+runs unchanged (a vLLM server started from the same environment is not affected).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# A child of vLLM's logger: vLLM configures that one in every process it starts, so the engine core prints these lines.
+log = logging.getLogger("vllm.palate_cpu_lora")
+
+ENV_SWITCH = "PALATE_FAST_CPU_LORA"
+WRAPPER_QUALNAME = "server.engines.cpu_lora.PalatePunicaWrapper"
+VLLM_CPU_WRAPPER_QUALNAME = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
+
+Rows = slice | torch.Tensor  # a contiguous run of token rows, or the index tensor of scattered ones
+
+
+@dataclass(frozen=True)
+class TokenGroup:
+    """The tokens of one LoRA slot: `rows` of x/y (a slice when contiguous, else a LongTensor), `count` of them."""
+
+    slot: int
+    rows: Rows
+    count: int
+
+
+def group_tokens(slot_of_token: Sequence[int] | torch.Tensor) -> tuple[TokenGroup, ...]:
+    """Group token positions by LoRA slot; slot -1 (no adapter) is left out, so its rows are never touched."""
+    slots = slot_of_token.tolist() if isinstance(slot_of_token, torch.Tensor) else list(slot_of_token)
+    positions: dict[int, list[int]] = {}
+    for position, slot in enumerate(slots):
+        if slot >= 0:
+            positions.setdefault(slot, []).append(position)
+    groups = []
+    for slot, rows in positions.items():
+        if rows[-1] - rows[0] + 1 == len(rows):  # one contiguous run (a prefill, or a batch of one adapter): a view
+            groups.append(TokenGroup(slot, slice(rows[0], rows[-1] + 1), len(rows)))
+        else:
+            groups.append(TokenGroup(slot, torch.tensor(rows, dtype=torch.long), len(rows)))
+    return tuple(groups)
+
+
+def _take(t: torch.Tensor, rows: Rows) -> torch.Tensor:
+    return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
+
+
+def _add_rows(y: torch.Tensor, rows: Rows, values: torch.Tensor) -> None:
+    """y[rows] += values, rounding once to y's dtype; y may be a column slice (a strided view) of the output."""
+    if isinstance(rows, slice):
+        y[rows].add_(values)
+    else:
+        y.index_add_(0, rows, values.to(y.dtype))
+
+
+def _put_rows(y: torch.Tensor, rows: Rows, values: torch.Tensor) -> None:
+    if isinstance(rows, slice):
+        y[rows].copy_(values)
+    else:
+        y.index_copy_(0, rows, values.to(y.dtype))
+
+
+def _slot(stacked: torch.Tensor, slot: int) -> torch.Tensor:
+    """One slot's matrix from vLLM's (slots, 1, rows, cols) layout (or (slots, rows, cols))."""
+    weight = stacked[slot]
+    return weight[0] if weight.dim() == 3 else weight
+
+
+def _last_nonzero(mask: torch.Tensor) -> int:
+    nonzero = mask.nonzero()
+    return int(nonzero[-1]) + 1 if nonzero.numel() else 0
+
+
+def effective_rank(a: torch.Tensor, b: torch.Tensor) -> int:
+    """1 + the last rank component j with A row j and B column j both non-zero (later components add exactly 0).
+    `a` is (R, d_in), `b` is (n, R)."""
+    return _last_nonzero((a != 0).any(dim=1) & (b != 0).any(dim=0))
+
+
+# ---- the kernels (pure: weights in, output updated in place) -------------------------------------------------------
+def shrink(out: torch.Tensor, x: torch.Tensor, a_by_slot: dict[int, torch.Tensor], groups: Sequence[TokenGroup],
+           scale: float) -> None:
+    """out[t, :r_s] += scale * x[t] @ A[s].T for every grouped token; `A[s]` is fp32 (r_s, d_in), `out` is fp32."""
+    for group in groups:
+        a = a_by_slot.get(group.slot)
+        if a is None or a.shape[0] == 0:
+            continue
+        h = _take(x, group.rows).float() @ a.T
+        if scale != 1.0:
+            h.mul_(scale)
+        _add_rows(out[:, : a.shape[0]], group.rows, h)
+
+
+def expand(out: torch.Tensor, h: torch.Tensor, b_by_slot: dict[int, torch.Tensor], groups: Sequence[TokenGroup],
+           offset: int, add: bool = True) -> None:
+    """out[t, offset:offset+n] (+)= h[t, :r_s] @ B[s].T for every grouped token; `B[s]` is fp32 (n, r_s). With
+    add=False those rows are overwritten instead; rows of ungrouped tokens are never touched."""
+    for group in groups:
+        b = b_by_slot.get(group.slot)
+        if b is None:
+            continue
+        target = out[:, offset: offset + b.shape[0]]
+        if b.shape[1] == 0:
+            if not add:
+                _put_rows(target, group.rows, torch.zeros(group.count, b.shape[0]))
+            continue
+        delta = _take(h, group.rows)[:, : b.shape[1]].float() @ b.T
+        (_add_rows if add else _put_rows)(target, group.rows, delta)
+
+
+@dataclass(frozen=True)
+class FusedSlot:
+    """One slot of one LoRA linear layer, ready for `lora_linear`: the slices' A matrices stacked (fp32,
+    (sum_k r_k, d_in)) and, per slice, its B (fp32, (n_k, r_k)), its columns in h and its offset in y."""
+
+    a: torch.Tensor
+    b: tuple[torch.Tensor, ...]
+    h_cols: tuple[tuple[int, int], ...]
+    y_offsets: tuple[int, ...]
+
+
+def fuse_slot(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor], slot: int,
+              output_slices: Sequence[int]) -> FusedSlot | None:
+    """fp32 copies of one slot's weights, trailing zero rank components dropped; None when the slot adds nothing."""
+    a_parts, b_parts, cols, offsets = [], [], [], []
+    column, offset = 0, 0
+    for a_all, b_all, width in zip(a_stacked, b_stacked, output_slices):
+        a, b = _slot(a_all, slot), _slot(b_all, slot)
+        rank = effective_rank(a, b)
+        if rank:
+            a_parts.append(a[:rank].float())
+            b_parts.append(b[:width, :rank].float().contiguous())
+            cols.append((column, column + rank))
+            offsets.append(offset)
+            column += rank
+        offset += width
+    if not a_parts:
+        return None
+    return FusedSlot(torch.cat(a_parts).contiguous(), tuple(b_parts), tuple(cols), tuple(offsets))
+
+
+def lora_linear(y: torch.Tensor, x: torch.Tensor, fused: dict[int, FusedSlot | None], groups: Sequence[TokenGroup],
+                scale: float, offset_start: int = 0) -> None:
+    """y[t, offset_start + o_k : ... + n_k] += scale * (x[t] @ A_k[s].T) @ B_k[s].T for every grouped token and slice:
+    one shrink matmul for all slices, one expand matmul per slice, one rounding into y."""
+    for group in groups:
+        weights = fused.get(group.slot)
+        if weights is None:
+            continue
+        h = _take(x, group.rows).float() @ weights.a.T
+        if scale != 1.0:
+            h.mul_(scale)
+        for b, (start, stop), offset in zip(weights.b, weights.h_cols, weights.y_offsets):
+            begin = offset_start + offset
+            _add_rows(y[:, begin: begin + b.shape[0]], group.rows, h[:, start:stop] @ b.T)
+
+
+# ---- the vLLM wrapper --------------------------------------------------------------------------------------------
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except RuntimeError:  # inference-mode tensors keep no version counter; the slot layout stamp still holds
+        return None
+
+
+def _vllm_cpu_wrapper_cls() -> type:
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+    return PunicaWrapperCPU
+
+
+class PalatePunicaWrapper(_vllm_cpu_wrapper_cls()):  # type: ignore[misc]
+    """vLLM's CPU punica wrapper with Palate's grouped kernels for every LoRA op a linear model uses (shrink, expand,
+    expand-slice, fused linear, embedding, logits). Metadata bookkeeping stays vLLM's (`update_metadata`); what vLLM
+    adds later and this class does not override (full-linear LoRA) runs vLLM's code."""
+
+    _announced = False
+
+    def __init__(self, max_num_batched_tokens: int, max_batches: int, device: torch.device | str, **kwargs: Any):
+        super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
+        self._token_groups: tuple[TokenGroup, ...] = ()
+        self._token_count = 0
+        self._slot_ids: tuple[int | None, ...] = ()
+        # (id of the layer's weight tuple or tensor, slot) -> (that object, stamp, prepared weights); holding the
+        # object keeps its id from being reused by another one while the entry exists
+        self._weights: dict[tuple[int, int], tuple[Any, tuple, Any]] = {}
+        if not PalatePunicaWrapper._announced:
+            PalatePunicaWrapper._announced = True
+            log.info("Palate CPU LoRA kernels active (grouped fp32 matmuls; set server.vllm.fast_cpu_lora: false "
+                     "for vLLM's own)")
+
+    def update_metadata(self, mapping: Any, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int,
+                        **kwargs: Any) -> None:
+        super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
+        indices = self.token_lora_indices
+        self._token_count = int(indices.shape[0])
+        self._token_groups = group_tokens(indices)
+        self._slot_ids = tuple(lora_index_to_id)
+
+    # -- helpers --
+    def _groups_for(self, rows: int) -> tuple[TokenGroup, ...]:
+        if rows == self._token_count:
+            return self._token_groups
+        # A layer saw a different row count than the step's mapping (padding): rows past the mapping get no adapter.
+        return group_tokens(self.token_lora_indices[:rows].tolist() + [-1] * max(0, rows - self._token_count))
+
+    def _stamp(self, slot: int, tensors: Sequence[torch.Tensor]) -> tuple:
+        slot_id = self._slot_ids[slot] if slot < len(self._slot_ids) else None
+        return (slot_id, *(_version(t) for t in tensors))
+
+    def _cached(self, key_obj: Any, slot: int, tensors: Sequence[torch.Tensor], build) -> Any:
+        key = (id(key_obj), slot)
+        stamp = self._stamp(slot, tensors)
+        hit = self._weights.get(key)
+        if hit is not None and hit[0] is key_obj and hit[1] == stamp:
+            return hit[2]
+        value = build()
+        self._weights[key] = (key_obj, stamp, value)
+        return value
+
+    def _a_weights(self, a_stacked: torch.Tensor, groups: Sequence[TokenGroup]) -> dict[int, torch.Tensor]:
+        def build(slot: int):
+            a = _slot(a_stacked, slot)
+            return a[: _last_nonzero((a != 0).any(dim=1))].float().contiguous()
+
+        return {g.slot: self._cached(a_stacked, g.slot, (a_stacked,), lambda s=g.slot: build(s)) for g in groups}
+
+    def _b_weights(self, b_stacked: torch.Tensor, groups: Sequence[TokenGroup]) -> dict[int, torch.Tensor]:
+        def build(slot: int):
+            b = _slot(b_stacked, slot)
+            return b[:, : _last_nonzero((b != 0).any(dim=0))].float().contiguous()
+
+        return {g.slot: self._cached(b_stacked, g.slot, (b_stacked,), lambda s=g.slot: build(s)) for g in groups}
+
+    # -- the ops vLLM's layers call --
+    def add_shrink(self, y: tuple[torch.Tensor, ...] | torch.Tensor, x: torch.Tensor,
+                   lora_a_stacked: tuple[torch.Tensor, ...], scale: float, **kwargs: Any) -> None:
+        """y[k][t] += scale * x[t] @ A_k[s(t)].T for each slice k (y: fp32 buffers, one per slice)."""
+        x = x.view(-1, x.shape[-1])
+        groups = self._groups_for(x.shape[0])
+        for k, a_stacked in enumerate(lora_a_stacked):
+            out = y[k]
+            shrink(out.view(-1, out.shape[-1]), x, self._a_weights(a_stacked, groups), groups, scale)
+
+    def add_expand(self, y: torch.Tensor, x: tuple[torch.Tensor, ...] | torch.Tensor,
+                   lora_b_stacked: tuple[torch.Tensor, ...], output_slices: tuple[int, ...], offset_start: int = 0,
+                   add_inputs: bool = True, **kwargs: Any) -> None:
+        """y[t, offset:offset+n_k] += x[k][t] @ B_k[s(t)].T, slices side by side from offset_start."""
+        out = y.view(-1, y.shape[-1])
+        groups = self._groups_for(out.shape[0])
+        offset = offset_start
+        for k, (b_stacked, width) in enumerate(zip(lora_b_stacked, output_slices)):
+            h = x[k]
+            h = h.view(-1, h.shape[-1])
+            b_by_slot = {s: b[:width] for s, b in self._b_weights(b_stacked, groups).items()}
+            expand(out, h, b_by_slot, groups, offset, add=add_inputs)
+            offset += width
+
+    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: tuple[torch.Tensor, ...],
+                        lora_b_stacked: tuple[torch.Tensor, ...], scale: float, output_slices: tuple[int, ...], *,
+                        buffer: tuple[torch.Tensor, ...] | None = None, **kwargs: Any) -> None:
+        """y[t] += scale * x[t] @ A[s(t)].T @ B[s(t)].T, slice by slice. `buffer` is an intermediate vLLM would use;
+        the grouped kernel keeps its own per group, so none is needed."""
+        out = y.view(-1, y.shape[-1])
+        x = x.view(-1, x.shape[-1])
+        groups = self._groups_for(x.shape[0])
+        if not groups:
+            return
+        tensors = (*lora_a_stacked, *lora_b_stacked)
+        fused = {g.slot: self._cached(lora_a_stacked, g.slot, tensors,
+                                      lambda s=g.slot: fuse_slot(lora_a_stacked, lora_b_stacked, s, output_slices))
+                 for g in groups}
+        lora_linear(out, x, fused, groups, scale, kwargs.get("offset_start", 0))
+
+    def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
+                           add_inputs: bool = True, **kwargs: Any) -> None:
+        """y[t] += x[t] @ B[s(t)].T (the embedding layer's expand; x already holds each token's A row)."""
+        out = y.view(-1, y.shape[-1])
+        groups = self._groups_for(out.shape[0])
+        expand(out, x.view(-1, x.shape[-1]), self._b_weights(lora_b_stacked, groups), groups, 0, add=add_inputs)
+
+    def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor,
+                        lora_b_stacked: torch.Tensor, scale, *, buffer: torch.Tensor | None = None,
+                        **kwargs: Any) -> None:
+        """logits[i] += scale * x[i] @ A[s(i)].T @ B[s(i)].T, one row per sampled position (sampler indices)."""
+        out = y.view(-1, y.shape[-1])
+        x = x.view(-1, x.shape[-1])
+        groups = group_tokens(self.sampler_indices[: x.shape[0]])
+        a_by_slot = self._a_weights(lora_a_stacked, groups)
+        h = torch.zeros(x.shape[0], lora_a_stacked.shape[-2], dtype=torch.float32)
+        shrink(h, x, a_by_slot, groups, scale)
+        b_by_slot = {s: b[: out.shape[1]] for s, b in self._b_weights(lora_b_stacked, groups).items()}
+        expand(out, h, b_by_slot, groups, 0, add=True)
+
+
+# ---- installation (the vllm.general_plugins entry point) --------------------------------------------------------
+def enabled() -> bool:
+    """Whether the engine process was asked for Palate's kernels (PALATE_FAST_CPU_LORA=1)."""
+    return os.environ.get(ENV_SWITCH, "0").strip() == "1"
+
+
+def _choose_wrapper(original):
+    def get_punica_wrapper(cls) -> str:
+        if enabled():
+            log.info("LoRA: Palate's CPU kernels (%s)", WRAPPER_QUALNAME)
+            return WRAPPER_QUALNAME
+        log.info("LoRA: vLLM's own CPU kernels (%s=%s)", ENV_SWITCH, os.environ.get(ENV_SWITCH, "unset"))
+        return original()
+
+    get_punica_wrapper.__palate__ = True
+    return classmethod(get_punica_wrapper)
+
+
+def register() -> None:
+    """vLLM general plugin: on CPU, let the platform name Palate's wrapper when PALATE_FAST_CPU_LORA=1. Safe to run
+    more than once and in every vLLM process; on other platforms it does nothing."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    platform_cls = type(current_platform)
+    if getattr(platform_cls.get_punica_wrapper, "__palate__", False):
+        return
+    platform_cls.get_punica_wrapper = _choose_wrapper(platform_cls.get_punica_wrapper)
+    log.info("Palate CPU LoRA plugin installed in process %d (kernels %s)", os.getpid(),
+             "on" if enabled() else f"off: {ENV_SWITCH} is not 1")
