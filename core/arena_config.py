@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from core.config import CONFIG_DIR, _Strict, read_yaml, validate
 
-UI_VERSION = "arena-ui/1"
+UI_VERSION = "arena-ui/2"
+# Why a judge preferred one answer (or disliked both); stored with the vote, shown as plain words in the UI.
+REASON_TAGS = ("grounded", "invented_facts", "hype", "repetitive", "too_long", "too_short")
 
 
 class ArenaConfig(_Strict):
@@ -34,13 +38,29 @@ class ArenaConfig(_Strict):
     bootstrap_rounds: int = Field(200, ge=100, description="Bootstrap rounds for the 95% rating intervals (>= 100).")
     pseudo_ties: float = Field(0.5, ge=0, description="Virtual tie games per pair: keeps unbeaten ratings finite.")
     anchor: str | None = Field(None, description="Contestant pinned at 1000; None pins the mean rating at 1000.")
-    export_via_api: bool = Field(True, description="Serve GET /v1/arena/export (the UI's export button uses it).")
+    export_access: Literal["admin", "open", "off"] = Field(
+        "admin", description="Who may read GET /v1/arena/export and the UI's Export tab (every stored prompt and "
+        "answer): 'admin' needs the admin token (server.admin_token / PALATE_ADMIN_TOKEN), 'open' lets anyone, "
+        "'off' refuses everyone (use `palate votes export` on the server).")
+    simulated_ui_versions: list[str] = Field(
+        default_factory=lambda: ["palate-loop"],
+        description="ui_version values (of the battle or the vote) that mark simulated judges, such as `palate "
+        "loop`'s listing judge; their votes are rated apart from people's.")
+    compare_max_models: int = Field(3, ge=2, le=4, description="Most models one Compare request may name.")
     identity_terms: dict[str, list[str]] = Field(
         default_factory=lambda: {"base": ["base model"]},
         description="Extra phrases that reveal a contestant, by served name (the adapter name, its name@version "
         "and its content-hash prefix are always checked). Answers containing one are flagged identity_leak.",
     )
     example_prompts: list[str] = Field(default_factory=list, description="Shown under the UI's prompt box.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data):  # noqa: ANN001 - a removed key must fail loudly, saying what replaced it
+        if isinstance(data, dict) and "export_via_api" in data:
+            raise ValueError("export_via_api was replaced by export_access: 'admin' (default: needs the admin "
+                             "token), 'open' (anyone) or 'off'")
+        return data
 
 
 def arena_config_path() -> Path:

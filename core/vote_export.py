@@ -7,13 +7,18 @@ Rules, applied per voted battle in this order (the first that applies is the bat
     error, truncated     a side failed or hit max_tokens (finish_reason length)
     identity_leak        an answer names a contestant: the judge may not have been blind
     empty                an answer is empty
+    diverged_history     a later turn of a multi-turn battle whose sides' earlier turns differ: a DPO row has one
+                         prompt, so the earlier turns must be the same on both sides
     identical_answers    both answers are the same text (whitespace-normalised)
+
+A multi-turn battle's prompt is the system message, the shared earlier turns and the latest user message. When the
+judge edited the winning answer after the reveal, the edit is the chosen answer (`provenance.edited` is true).
 
 The surviving judgments are grouped by (prompt hash, unordered contestant pair). Each group becomes one row: the
 contestant that won most of the group's judgments is chosen, using the texts of its latest win; a group without a
 strict majority is dropped as `contested`; the other judgments of a kept group are counted as `merged_duplicate`.
 
-Each row carries `provenance` (battle ids, contestants, vote tally), which TRL ignores. The lint summary has the
+Each row carries `provenance` (battle ids, contestants, vote tally, reason tags and comment), which TRL ignores. The lint summary has the
 counts by drop reason, the chosen-longer rate (length bias) and the left-side (A) win rate (position bias).
 """
 
@@ -30,7 +35,7 @@ from pathlib import Path
 from core.votes import BattleRecord
 
 DROP_REASONS = ("tie", "both_bad", "same_contestant", "error", "truncated", "identity_leak", "empty",
-                "identical_answers", "contested", "merged_duplicate")
+                "diverged_history", "identical_answers", "contested", "merged_duplicate")
 
 
 @dataclass
@@ -53,6 +58,18 @@ def drop_reason(battle: BattleRecord) -> str | None:
     a, b = battle.sides["A"], battle.sides["B"]
     if a.contestant == b.contestant:
         return "same_contestant"
+    problem = quality_problem(battle)
+    if problem:
+        return problem
+    if _normalise(a.response) == _normalise(b.response):
+        return "identical_answers"
+    return None
+
+
+def quality_problem(battle: BattleRecord) -> str | None:
+    """Why a battle's answers cannot be training data whatever the vote: error, truncated, identity_leak, empty
+    or diverged_history (in that order), else None."""
+    a, b = battle.sides["A"], battle.sides["B"]
     flags = {flag for side in (a, b) for flag in side.flags}
     if "error" in flags or "error" in (a.finish_reason, b.finish_reason):
         return "error"
@@ -62,20 +79,48 @@ def drop_reason(battle: BattleRecord) -> str | None:
         return "identity_leak"
     if not _normalise(a.response) or not _normalise(b.response):
         return "empty"
-    if _normalise(a.response) == _normalise(b.response):
-        return "identical_answers"
+    if _history_key(a.history) != _history_key(b.history):
+        return "diverged_history"
     return None
+
+
+def _history_key(history: list[dict]) -> list[tuple[str, str]]:
+    return [(m.get("role", ""), _normalise(m.get("content"))) for m in history]
+
+
+def prompt_messages(battle: BattleRecord, side: str = "A") -> list[dict]:
+    """The conversation up to this turn's answer: system, `side`'s earlier turns, this turn's user message."""
+    system = [{"role": "system", "content": battle.system}] if battle.system else []
+    history = [{"role": m["role"], "content": m["content"]} for m in battle.sides[side].history]
+    return [*system, *history, {"role": "user", "content": battle.prompt}]
+
+
+def group_key(battle: BattleRecord) -> str:
+    """The prompt hash judgments are merged under: the battle's own for a first turn (as before multi-turn), the
+    hash of the whole prompt conversation for a later turn."""
+    if not battle.sides["A"].history:
+        return battle.prompt_sha256
+    return hashlib.sha256(json.dumps(prompt_messages(battle), sort_keys=True, ensure_ascii=False)
+                          .encode("utf-8")).hexdigest()
+
+
+def chosen_text(battle: BattleRecord) -> tuple[str, bool]:
+    """The winning answer as the export uses it, and whether it is the judge's edit."""
+    win = battle.vote.winner
+    edited = battle.vote.edited_response
+    if edited is not None and _normalise(edited):
+        return edited, True
+    return battle.sides[win].response or "", False
 
 
 def _row(battle: BattleRecord, group: list[BattleRecord], winner_model: str, tally: Counter) -> dict:
     win = battle.vote.winner
     lose = "B" if win == "A" else "A"
-    prompt = ([{"role": "system", "content": battle.system}] if battle.system else []) + \
-        [{"role": "user", "content": battle.prompt}]
     loser_model = battle.sides[lose].contestant
+    chosen, edited = chosen_text(battle)
     return {
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": battle.sides[win].response}],
+        "prompt": prompt_messages(battle, win),
+        "chosen": [{"role": "assistant", "content": chosen}],
         "rejected": [{"role": "assistant", "content": battle.sides[lose].response}],
         "provenance": {
             "source": "palate-arena",
@@ -86,6 +131,10 @@ def _row(battle: BattleRecord, group: list[BattleRecord], winner_model: str, tal
             "prompt_sha256": battle.prompt_sha256,
             "votes_for": tally[winner_model],
             "votes_against": tally[loser_model],
+            "turn": battle.turn,
+            "edited": edited,
+            "reasons": sorted({r for b in group for r in b.vote.reasons}),
+            "comments": [b.vote.comment for b in group if b.vote.comment],
         },
     }
 
@@ -107,7 +156,7 @@ def export_pairs(battles: Iterable[BattleRecord]) -> ExportResult:
             drops[reason] += 1
             continue
         pair = frozenset((battle.sides["A"].contestant, battle.sides["B"].contestant))
-        groups[(battle.prompt_sha256, pair)].append(battle)
+        groups[(group_key(battle), pair)].append(battle)
 
     rows = []
     for group in groups.values():  # in order of each group's first judgment (battles arrive oldest vote first)
@@ -128,6 +177,7 @@ def export_pairs(battles: Iterable[BattleRecord]) -> ExportResult:
         "chosen_longer_rate": round(longer / len(rows), 4) if rows else None,
         "left_side_win_rate": round(left_wins / decisive, 4) if decisive else None,
         "decisive_votes": decisive,
+        "edited_rows": sum(bool(r["provenance"]["edited"]) for r in rows),
         "pairs_by_models": dict(Counter(f"{r['provenance']['chosen_model']} > {r['provenance']['rejected_model']}"
                                         for r in rows)),
     }

@@ -2,19 +2,14 @@
 
 The embedded default is a SQLite file in WAL mode with synchronous=FULL (a committed vote survives a SIGKILL of
 the server); a PostgreSQL URL works unchanged, so several server replicas can share one store: battles live in the
-database, and any replica can take the vote.
+database, and any replica can take the vote. The tables and their migrations are in `core.vote_schema`.
 
-Tables (schema version 1; `MIGRATIONS` lists every version, applied in order and recorded in `palate_schema`):
+A multi-turn battle is a chain of battles, one per turn: each follow-up names its `parent_id`, keeps the same
+contestants on the same sides, and stores each side's own earlier turns as that side's `history`.
 
-    battles        id (uuid4), created_at, prompt, system, prompt_sha256, base_model, sampling (JSON), seed,
-                   ui_version, judge_sha256 of whoever started it
-    battle_sides   (battle_id, side A|B): contestant name@version, content hash, response, finish reason, token
-                   counts, time to first token, duration, finished_at, error, flags (JSON)
-    votes          battle_id (primary key: one vote per battle, enforced by the database), winner
-                   A|B|tie|both_bad, judge_sha256, voted_at, ui_version
-
-Contract: `record_vote` stores a vote only when both sides are finished and none exists yet; it raises
-`BattleNotFound`, `BattleNotFinished` or `AlreadyVoted` otherwise. A vote is durable once it returns.
+Contract: `record_vote` stores a vote only when both sides are finished, the turn was not continued, and no vote
+exists yet; it raises `BattleNotFound`, `BattleNotFinished`, `BattleContinued` or `AlreadyVoted` otherwise. A vote
+is durable once it returns. `edit_winner` stores the judge's edit of the winning answer, after the vote only.
 """
 
 from __future__ import annotations
@@ -23,64 +18,22 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from core.vote_schema import (MIGRATIONS, SCHEMA_VERSION, battle_sides, battles, metadata,  # noqa: F401
+                              schema_table, utcnow, votes)
 
 log = logging.getLogger("palate.votes")
 
 SIDES = ("A", "B")
 CHOICES = ("A", "B", "tie", "both_bad")
-
-metadata = sa.MetaData()
-schema_table = sa.Table(
-    "palate_schema", metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
-battles = sa.Table(
-    "battles", metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("prompt", sa.Text, nullable=False),
-    sa.Column("system", sa.Text),
-    sa.Column("prompt_sha256", sa.String(64), nullable=False, index=True),
-    sa.Column("base_model", sa.Text, nullable=False),
-    sa.Column("sampling", sa.JSON, nullable=False),
-    sa.Column("seed", sa.BigInteger, nullable=False),
-    sa.Column("ui_version", sa.Text),
-    sa.Column("judge_sha256", sa.String(64)),
-)
-battle_sides = sa.Table(
-    "battle_sides", metadata,
-    sa.Column("battle_id", sa.String(36), sa.ForeignKey("battles.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("side", sa.String(1), primary_key=True),
-    sa.Column("contestant", sa.Text, nullable=False),
-    sa.Column("content_hash", sa.Text),
-    sa.Column("response", sa.Text),
-    sa.Column("finish_reason", sa.String(16)),
-    sa.Column("prompt_tokens", sa.Integer),
-    sa.Column("completion_tokens", sa.Integer),
-    sa.Column("ttft_ms", sa.Float),
-    sa.Column("duration_ms", sa.Float),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("error", sa.Text),
-    sa.Column("flags", sa.JSON, nullable=False, default=list),
-)
-votes = sa.Table(
-    "votes", metadata,
-    sa.Column("battle_id", sa.String(36), sa.ForeignKey("battles.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("winner", sa.String(8), nullable=False),
-    sa.Column("judge_sha256", sa.String(64)),
-    sa.Column("voted_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    sa.Column("ui_version", sa.Text),
-)
 
 
 class VoteStoreError(RuntimeError):
@@ -99,8 +52,12 @@ class AlreadyVoted(VoteStoreError):
     pass
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+class BattleContinued(VoteStoreError):
+    pass
+
+
+class NotEditable(VoteStoreError):
+    pass
 
 
 def sha256_text(text: str) -> str:
@@ -133,10 +90,16 @@ class SideRecord:
     finished_at: dt.datetime | None = None
     error: str | None = None
     flags: list[str] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # this side's earlier turns (user, assistant, ...)
 
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+    def conversation(self, prompt: str) -> list[dict]:
+        """This side's whole conversation through this turn: history, the turn's prompt, its answer."""
+        return [*self.history, {"role": "user", "content": prompt},
+                {"role": "assistant", "content": self.response or ""}]
 
 
 @dataclass
@@ -145,6 +108,10 @@ class VoteRecord:
     voted_at: dt.datetime
     judge_sha256: str | None = None
     ui_version: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    comment: str | None = None
+    edited_response: str | None = None
+    edited_at: dt.datetime | None = None
 
 
 @dataclass
@@ -161,6 +128,8 @@ class BattleRecord:
     ui_version: str | None = None
     judge_sha256: str | None = None
     vote: VoteRecord | None = None
+    parent_id: str | None = None
+    turn: int = 1
 
     @property
     def finished(self) -> bool:
@@ -175,18 +144,6 @@ class BattleRecord:
         if self.vote and self.vote.winner in SIDES:
             return self.sides[self.vote.winner].contestant
         return None
-
-
-# ---- migrations ------------------------------------------------------------------------------------------------
-def _migration_1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[battles, battle_sides, votes], checkfirst=True)
-
-
-# (version, description, apply). Append new versions; never edit an applied one.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
-    (1, "battles, battle_sides, votes", _migration_1),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def normalize_url(url: str, root: Path | None = None) -> str:
@@ -275,10 +232,12 @@ class VoteStore:
             conn.execute(battles.insert().values(
                 id=record.id, created_at=record.created_at, prompt=record.prompt, system=record.system,
                 prompt_sha256=record.prompt_sha256, base_model=record.base_model, sampling=record.sampling,
-                seed=record.seed, ui_version=record.ui_version, judge_sha256=record.judge_sha256))
+                seed=record.seed, ui_version=record.ui_version, judge_sha256=record.judge_sha256,
+                parent_id=record.parent_id, turn=record.turn))
             conn.execute(battle_sides.insert(), [
                 {"battle_id": record.id, "side": s, "contestant": record.sides[s].contestant,
-                 "content_hash": record.sides[s].content_hash, "flags": []} for s in SIDES])
+                 "content_hash": record.sides[s].content_hash, "flags": [],
+                 "history": list(record.sides[s].history) or None} for s in SIDES])
 
     def finish_side(self, battle_id: str, side: SideRecord) -> None:
         """Record one side's finished answer (finished_at defaults to now)."""
@@ -290,27 +249,58 @@ class VoteStore:
                 finished_at=side.finished_at or utcnow(), error=side.error, flags=list(side.flags)))
 
     def record_vote(self, battle_id: str, winner: str, *, judge_sha256: str | None = None,
-                    ui_version: str | None = None) -> BattleRecord:
+                    ui_version: str | None = None, reasons: list[str] | None = None,
+                    comment: str | None = None) -> BattleRecord:
         """Store the one vote of a finished battle and return the battle with its vote. The database's primary
-        key on votes.battle_id makes a second vote fail even when two arrive at once, on any replica."""
+        key on votes.battle_id makes a second vote fail even when two arrive at once, on any replica. A turn
+        that was continued is not votable: the vote belongs to the latest turn."""
         if winner not in CHOICES:
             raise ValueError(f"winner must be one of {CHOICES}, got {winner!r}")
         with self.engine.connect() as conn:
             finished = conn.execute(sa.select(battle_sides.c.finished_at).where(
                 battle_sides.c.battle_id == battle_id)).scalars().all()
+            continued = conn.execute(sa.select(battles.c.id).where(battles.c.parent_id == battle_id)).first()
         if not finished:
             raise BattleNotFound(f"No arena battle with id '{battle_id}'.")
         if any(value is None for value in finished):
             raise BattleNotFinished("Both sides must finish before a vote; wait for the stream to end.")
+        if continued is not None:
+            raise BattleContinued(f"This turn was continued (battle '{continued[0]}'); vote on the latest turn.")
         try:
             with self.engine.begin() as conn:
                 conn.execute(votes.insert().values(battle_id=battle_id, winner=winner, judge_sha256=judge_sha256,
-                                                   voted_at=utcnow(), ui_version=ui_version))
+                                                   voted_at=utcnow(), ui_version=ui_version,
+                                                   reasons=list(reasons) if reasons else None, comment=comment))
         except IntegrityError:
             raise AlreadyVoted("This battle already has a vote; start a new round to vote again.") from None
         record = self.get_battle(battle_id)
         assert record is not None
         return record
+
+    def edit_winner(self, battle_id: str, text: str, *, judge_sha256: str | None = None) -> BattleRecord:
+        """Store the judge's edit of the winning answer (after the vote; A or B won). When the vote recorded a
+        judge, only that judge may edit. Editing again replaces the edit."""
+        record = self.get_battle(battle_id)
+        if record is None:
+            raise BattleNotFound(f"No arena battle with id '{battle_id}'.")
+        if record.vote is None:
+            raise NotEditable("Vote first: the winning answer can be edited after the reveal.")
+        if record.vote.winner not in SIDES:
+            raise NotEditable("Only a winning answer can be edited; this vote was a tie or both bad.")
+        if record.vote.judge_sha256 and record.vote.judge_sha256 != judge_sha256:
+            raise NotEditable("Only the person who voted can edit the winning answer.")
+        with self.engine.begin() as conn:
+            conn.execute(votes.update().where(votes.c.battle_id == battle_id).values(
+                edited_response=text, edited_at=utcnow()))
+        edited = self.get_battle(battle_id)
+        assert edited is not None
+        return edited
+
+    def continuation_of(self, battle_id: str) -> str | None:
+        """The id of the battle that continued this one (its next turn), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(battles.c.id).where(battles.c.parent_id == battle_id)).first()
+        return row[0] if row else None
 
     # ---- reading -----------------------------------------------------------------------------------------------
     def get_battle(self, battle_id: str) -> BattleRecord | None:
@@ -362,7 +352,8 @@ class VoteStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(battles, votes.c.winner, votes.c.voted_at,
                                           votes.c.judge_sha256.label("vote_judge"),
-                                          votes.c.ui_version.label("vote_ui"))
+                                          votes.c.ui_version.label("vote_ui"), votes.c.reasons, votes.c.comment,
+                                          votes.c.edited_response, votes.c.edited_at)
                                 .outerjoin(votes, votes.c.battle_id == battles.c.id).where(where)).mappings().all()
             ids = [r["id"] for r in rows]
             sides: dict[str, dict[str, SideRecord]] = {i: {} for i in ids}
@@ -373,15 +364,17 @@ class VoteStore:
                         side=s["side"], contestant=s["contestant"], content_hash=s["content_hash"],
                         response=s["response"], finish_reason=s["finish_reason"], prompt_tokens=s["prompt_tokens"],
                         completion_tokens=s["completion_tokens"], ttft_ms=s["ttft_ms"], duration_ms=s["duration_ms"],
-                        finished_at=_aware(s["finished_at"]), error=s["error"], flags=list(s["flags"] or []))
+                        finished_at=_aware(s["finished_at"]), error=s["error"], flags=list(s["flags"] or []),
+                        history=list(s["history"] or []))
         for r in rows:
-            vote = VoteRecord(r["winner"], _aware(r["voted_at"]), r["vote_judge"], r["vote_ui"]) \
-                if r["winner"] is not None else None
+            vote = VoteRecord(r["winner"], _aware(r["voted_at"]), r["vote_judge"], r["vote_ui"],
+                              list(r["reasons"] or []), r["comment"], r["edited_response"],
+                              _aware(r["edited_at"])) if r["winner"] is not None else None
             yield BattleRecord(
                 id=r["id"], created_at=_aware(r["created_at"]), prompt=r["prompt"], system=r["system"],
                 prompt_sha256=r["prompt_sha256"], base_model=r["base_model"], sampling=dict(r["sampling"] or {}),
                 seed=int(r["seed"]), sides=sides[r["id"]], ui_version=r["ui_version"],
-                judge_sha256=r["judge_sha256"], vote=vote)
+                judge_sha256=r["judge_sha256"], vote=vote, parent_id=r["parent_id"], turn=r["turn"] or 1)
 
 
 def open_store(url: str, root: Path | None = None) -> VoteStore:

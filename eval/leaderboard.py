@@ -14,7 +14,11 @@ contestant has won and lost something inside a connected comparison graph; `pseu
 tie games between every pair of contestants (a prior that pulls ratings together), which makes it always exist.
 Leaderboards use a small prior so that an unbeaten newcomer has a finite rating; tests use 0 to check the MLE.
 
-Votes arrive as `Outcome(a, b, result)`: result is "A" (a won), "B" (b won), "tie" or "both_bad".
+Votes arrive as `Outcome(a, b, result)`: result is "A" (a won), "B" (b won), "tie" or "both_bad"; optional
+`len_a`/`len_b` (answer lengths in tokens) feed the length-controlled rating (`eval.length_control`).
+
+Rank(UB), as Chatbot Arena ranks: 1 + the number of contestants whose interval lies entirely above this one's
+(their lower bound above its upper bound), so contestants whose intervals overlap share a rank.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Outcome:
     a: str
     b: str
     result: str
+    len_a: int | None = None
+    len_b: int | None = None
 
     def score_a(self) -> float:
         """a's score: 1 win, 0.5 tie (both_bad included), 0 loss."""
@@ -163,6 +169,10 @@ class Standing:
     ties: int
     provisional: bool
     rank: int = 0
+    rank_ub: int = 0
+    rating_lc: float | None = None  # length-controlled rating (None: no lengths known)
+    parent: str | None = None
+    vs_parent: float | None = None  # rating minus the parent's, when the parent is on the board
 
 
 @dataclass
@@ -183,6 +193,7 @@ class Leaderboard:
     total_votes: int = 0
     bootstrap_rounds: int = 0
     min_votes: int = 0
+    length_coefficient: float | None = None  # log-odds per unit of (len_a - len_b) / (len_a + len_b)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,11 +217,21 @@ def win_rate_matrix(outcomes: Sequence[Outcome], contestants: Sequence[str]) -> 
     return rows
 
 
+def rank_upper_bound(intervals: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """Rank(UB): 1 + how many others have a lower bound above this contestant's upper bound."""
+    return {name: 1 + sum(lo > hi for other, (lo, _) in intervals.items() if other != name)
+            for name, (_, hi) in intervals.items()}
+
+
 def build_leaderboard(outcomes: Sequence[Outcome], *, min_votes: int = 10, rounds: int = 200, seed: int = 0,
                       pseudo_ties: float = 0.5, anchor: str | None = None,
-                      contestants: Sequence[str] = ()) -> Leaderboard:
-    """Ratings (with `pseudo_ties` prior), bootstrap 95% intervals, record and win-rate matrix, sorted by rating.
-    A contestant with fewer than `min_votes` votes is marked provisional. Same-contestant battles are ignored."""
+                      contestants: Sequence[str] = (), parents: dict[str, str] | None = None) -> Leaderboard:
+    """Ratings (with `pseudo_ties` prior), bootstrap 95% intervals, Rank(UB), the length-controlled rating, record,
+    win-rate matrix and the change against each contestant's parent (`parents`: contestant -> parent), sorted by
+    rating. A contestant with fewer than `min_votes` votes is marked provisional. Same-contestant battles are
+    ignored."""
+    from eval.length_control import length_controlled_ratings
+
     outcomes = [o for o in outcomes if o.a != o.b]
     names = _contestants(outcomes, contestants)
     ratings = bradley_terry(outcomes, contestants=names, pseudo_ties=pseudo_ties, anchor=anchor)
@@ -227,8 +248,15 @@ def build_leaderboard(outcomes: Sequence[Outcome], *, min_votes: int = 10, round
         lo, hi = intervals.get(name, (ratings[name], ratings[name]))
         standings.append(Standing(name, ratings[name], lo, hi, w + l + t, w, l, t, (w + l + t) < min_votes))
     standings.sort(key=lambda s: (-s.rating, s.contestant))
+    ranks_ub = rank_upper_bound({s.contestant: (s.ci_low, s.ci_high) for s in standings})
+    lc = length_controlled_ratings(outcomes, contestants=names, pseudo_ties=pseudo_ties, anchor=anchor)
     for rank, standing in enumerate(standings, start=1):
         standing.rank = rank
+        standing.rank_ub = ranks_ub[standing.contestant]
+        standing.rating_lc = lc.ratings.get(standing.contestant) if lc else None
+        parent = (parents or {}).get(standing.contestant)
+        if parent in ratings:
+            standing.parent, standing.vs_parent = parent, ratings[standing.contestant] - ratings[parent]
     ordered = [s.contestant for s in standings]
     return Leaderboard(standings, ordered, win_rate_matrix(outcomes, ordered), len(outcomes),
-                       rounds if outcomes else 0, min_votes)
+                       rounds if outcomes else 0, min_votes, lc.length_coefficient if lc else None)

@@ -147,7 +147,8 @@ async def run_loop(settings: LoopSettings) -> dict:
 
     export = settings.out_dir / "arena-pairs.jsonl"
     say(f"[2/5] palate votes export --out {export}")
-    source = ["--database-url", settings.database_url] if settings.database_url else ["--server", settings.server]
+    source = ["--database-url", settings.database_url] if settings.database_url else \
+        ["--server", settings.server, "--admin-token", settings.admin_token]  # the export API needs the admin token
     _cli("votes", "export", "--out", str(export), *source)
     lint = json.loads(export.with_name(export.name + ".lint.json").read_text())
     say(f"      {lint['rows']} pairs, sha256 {lint['sha256'][:12]}")

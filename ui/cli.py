@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--config", default=None, help="server YAML whose server.database_url to read")
     export.add_argument("--database-url", default=None, help="vote store URL (overrides --config)")
     export.add_argument("--server", default=None, help="read through a server's /v1/arena/export instead")
+    export.add_argument("--admin-token", default=None,
+                        help="with --server: the server's admin token (default $PALATE_ADMIN_TOKEN); the export "
+                             "needs it unless the server sets export_access: open")
+    export.add_argument("--format", choices=["dpo", "kto"], default="dpo",
+                        help="dpo: prompt/chosen/rejected pairs (default); kto: TRL's unpaired prompt/completion/"
+                             "label rows (both-bad votes mark both answers undesirable)")
     export.set_defaults(handler=_export)
 
 
@@ -46,14 +52,22 @@ def _arena(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    import os
+
+    from core.kto_export import export_kto, format_kto_summary
     from core.vote_export import ExportResult, export_pairs, format_summary, write_export
 
     if args.server:
         import asyncio
 
-        from ui.client import ArenaClient
+        from ui.client import ArenaClient, ArenaClientError
 
-        payload = asyncio.run(ArenaClient(args.server).export())
+        token = args.admin_token or os.environ.get("PALATE_ADMIN_TOKEN")
+        try:
+            payload = asyncio.run(ArenaClient(args.server).export(admin_token=token, format=args.format))
+        except ArenaClientError as exc:
+            print(f"palate votes export: the server refused: {exc.message}", file=sys.stderr)
+            return 2
         result = ExportResult(payload["rows"], payload["summary"])
     else:
         from core.config import PROJECT_ROOT, load_config
@@ -62,10 +76,11 @@ def _export(args: argparse.Namespace) -> int:
         url = args.database_url or load_config(args.config).server.database_url
         store = VoteStore(url, root=PROJECT_ROOT)
         try:
-            result = export_pairs(store.voted_battles())
+            battles = store.voted_battles()
+            result = export_kto(battles) if args.format == "kto" else export_pairs(battles)
         finally:
             store.close()
     summary = write_export(result, args.out)
-    print(format_summary(summary))
+    print(format_kto_summary(summary) if args.format == "kto" else format_summary(summary))
     print(json.dumps({"out": summary["out"], "rows": summary["rows"], "sha256": summary["sha256"]}), file=sys.stderr)
     return 0

@@ -36,7 +36,7 @@ def install(app: FastAPI, config: PalateConfig) -> None:
     app.state.votes = store
     app.state.arena = ArenaService(models=app.state.models, engine=app.state.engine, server_config=config.server,
                                    arena_config=arena_config, base_model_id=config.model.id, store=store,
-                                   store_error=store_error)
+                                   store_error=store_error, metrics=getattr(app.state, "metrics", None))
     app.include_router(router)
     if config.server.mount_arena:
         try:

@@ -10,6 +10,10 @@ Streamed battle events (`POST /v1/arena/battles`, Server-Sent Events, one JSON o
     {"type": "side_done", "side": "A", "finish_reason": "stop"|"length"|"error", "completion_tokens": 17,
      "message": "side A failed; ..."}           # message only when finish_reason is "error"
     {"type": "done", "battle_id": "<uuid4>", "vote_url": "/v1/arena/battles/<uuid4>/vote"}
+
+A follow-up turn is a new battle started with `continue_from` (the previous turn's id): the same contestants keep
+their sides and each continues its own conversation; its stream has the same events. Compare mode
+(`POST /v1/arena/compare`) is named, not blind, and stores nothing: its events carry the model index and name.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Side = Literal["A", "B"]
 Choice = Literal["A", "B", "tie", "both_bad"]
+ReasonTag = Literal["grounded", "invented_facts", "hype", "repetitive", "too_long", "too_short"]  # REASON_TAGS
 
 
 class _Request(BaseModel):
@@ -38,12 +43,41 @@ class BattleRequest(_Request):
     judge: str | None = Field(None, max_length=256, description="Session id of the person judging; only its "
                               "sha256 is stored. The X-Palate-Judge header works too.")
     ui_version: str | None = Field(None, max_length=64, description="Which front end started the battle.")
+    continue_from: str | None = Field(
+        None, max_length=64, description="Palate extension: id of the previous turn's battle (finished, not voted). "
+        "Both contestants keep their sides and continue their own conversations; `system` and sampling settings "
+        "come from the first turn and may not be given again.")
 
 
 class VoteRequest(_Request):
     choice: Choice = Field(..., description="'A', 'B', 'tie' or 'both_bad'.")
     judge: str | None = Field(None, max_length=256, description="Session id; only its sha256 is stored.")
     ui_version: str | None = Field(None, max_length=64)
+    reasons: list[ReasonTag] = Field(default_factory=list, max_length=6,
+                                     description="Optional reason tags, stored with the vote.")
+    comment: str | None = Field(None, max_length=2000, description="Optional free-text comment, stored with the vote.")
+
+
+class EditRequest(_Request):
+    """After the reveal, the judge's improved version of the winning answer; the export uses it as `chosen`."""
+
+    text: str = Field(..., min_length=1, max_length=20000)
+    judge: str | None = Field(None, max_length=256, description="The session id that voted (checked by sha256).")
+
+
+class CompareRequest(_Request):
+    """Named comparison: every model answers the same messages with the same sampling and seed, in one batch."""
+
+    models: list[str] = Field(..., min_length=2, description="2 to compare_max_models served names, distinct.")
+    messages: list[dict[str, str]] | None = Field(
+        None, description="The conversation so far ({role, content}; roles system, user, assistant), ending with "
+        "a user message. Give either messages or prompt.")
+    prompt: str | None = Field(None, min_length=1, description="A single user message (instead of messages).")
+    system: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, lt=2**31)
 
 
 class ContestantReveal(BaseModel):
@@ -72,6 +106,10 @@ class Reveal(BaseModel):
     contestants: dict[str, ContestantReveal]
     flags: list[str]
     voted_at: str
+    reasons: list[str] = Field(default_factory=list)
+    comment: str | None = None
+    edited: bool = Field(False, description="The judge edited the winning answer after the reveal.")
+    turn: int = 1
 
 
 class BattleView(BaseModel):
@@ -79,8 +117,10 @@ class BattleView(BaseModel):
 
     object: Literal["arena.battle"] = "arena.battle"
     battle_id: str
-    status: Literal["generating", "awaiting_vote", "voted"]
+    status: Literal["generating", "awaiting_vote", "continued", "voted"]
     sides: dict[str, SideView]
+    turn: int = 1
+    continued_by: str | None = Field(None, description="The next turn's battle id, once the battle was continued.")
     reveal: Reveal | None = None
 
 
@@ -93,4 +133,15 @@ class ArenaInfo(BaseModel):
     max_tokens_cap: int
     contestant_count: int
     votes: int
-    export_via_api: bool
+    export_access: Literal["admin", "open", "off"]
+    reason_tags: list[str]
+    served_models: list[str] = Field(..., description="Names Compare and Chat may use (base, aliases, versions).")
+    compare_max_models: int
+
+
+class QueueView(BaseModel):
+    """GET /v1/arena/queue: how busy the engine is, for a front end's waiting message (names no model)."""
+
+    object: Literal["arena.queue"] = "arena.queue"
+    engine_requests: int = Field(..., description="Generations in flight in the engine, all clients.")
+    engine_capacity: int = Field(..., description="How many sequences the engine runs at once (max_num_seqs).")

@@ -117,14 +117,15 @@ def test_pairs_with_fewest_votes_come_first(fake_client):
     assert len(set(seen)) == 3  # three contestants -> the three pairs, one each
 
 
-def test_leaderboard_and_export_follow_votes(fake_client):
+def test_leaderboard_and_export_follow_votes(fake_client, monkeypatch):
+    monkeypatch.setenv("PALATE_ADMIN_TOKEN", "admin-secret")
     assert fake_client.get("/v1/arena/leaderboard").json()["total_votes"] == 0
     for choice in ("A", "B", "tie"):
         battle_id, _, _ = battle(fake_client, prompt=f"prompt {choice}")
         fake_client.post(f"/v1/arena/battles/{battle_id}/vote", json={"choice": choice})
     board = fake_client.get("/v1/arena/leaderboard").json()
     assert board["total_votes"] == 3 and {s["contestant"] for s in board["standings"]} == {"base", "sft@1", "dpo@1"}
-    exported = fake_client.get("/v1/arena/export").json()
+    exported = fake_client.get("/v1/arena/export", headers={"Authorization": "Bearer admin-secret"}).json()
     assert exported["summary"]["rows"] == 2 and exported["summary"]["dropped"]["tie"] == 1
     info = fake_client.get("/v1/arena/info").json()
     assert info["votes"] == 3 and info["contestant_count"] == 3 and info["example_prompts"]

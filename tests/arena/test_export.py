@@ -41,8 +41,8 @@ def test_drop_rules_each_counted():
     ]
     result = export_pairs(battles)
     assert result.summary["dropped"] == {"tie": 1, "both_bad": 1, "same_contestant": 1, "error": 1, "truncated": 1,
-                                         "identity_leak": 1, "empty": 1, "identical_answers": 1, "contested": 0,
-                                         "merged_duplicate": 0}
+                                         "identity_leak": 1, "empty": 1, "diverged_history": 0, "identical_answers": 1,
+                                         "contested": 0, "merged_duplicate": 0}
     assert len(result.rows) == 1 and result.summary["voted_battles"] == 9
     row = result.rows[0]
     assert row["prompt"] == [{"role": "user", "content": "kept"}]
