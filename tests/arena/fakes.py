@@ -6,7 +6,7 @@ contain the adapter's name, unless the prompt asks for a trick:
     LEAK  the answer names its adapter ("I am the sft adapter")  -> flagged identity_leak
     LONG  the answer stops at max_tokens with finish_reason "length"
     FAIL  generation raises EngineError naming the adapter -> the client must only see "side X failed"
-    SAME  both sides give the same answer
+    SAME  both sides give the same answer (when the latest user message says SAME)
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class FakeEngine:
 
     def _answer(self, prompt: str, adapter: AdapterHandle | None, seed: int | None) -> list[str]:
         who = adapter.ref.split("@")[0] if adapter else "base"
-        if "SAME" in prompt:
+        if "SAME" in prompt.rsplit("<|user|>", 1)[-1]:  # this turn's message only: a follow-up may differ
             return ["The", "same", "answer."]
         if "LEAK" in prompt:
             return ["I", "am", "the", who if adapter else "base model", "here."]
