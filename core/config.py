@@ -85,6 +85,13 @@ class ServerConfig(_Strict):
     )
     database_url: str = Field("sqlite:///data/palate.db", description="Vote store: SQLite file or PostgreSQL URL.")
     mount_arena: bool = Field(True, description="Mount the Gradio arena at /arena.")
+    api_keys: dict[str, str] | list[str] = Field(
+        default_factory=dict, description="API keys for /v1 and /tokenize, /detokenize: a mapping of key id to key, "
+        "or a list of keys (id: key-<sha256 prefix>); the env var PALATE_API_KEYS ('id:key,key2') overrides it. "
+        "Empty: no key needed.")
+    unknown_fields: Literal["reject", "ignore"] = Field(
+        "reject", description="A request field the API does not know: 'reject' (400 naming it, as OpenAI does) or "
+        "'ignore' (for lenient clients; the ignored names come back in the x-palate-ignored-fields header).")
     vllm: VllmConfig = Field(default_factory=VllmConfig)
 
     def resolved_admin_token(self) -> str | None:

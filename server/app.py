@@ -15,9 +15,11 @@ from fastapi.responses import RedirectResponse
 from core.config import PROJECT_ROOT, PalateConfig
 from core.registry import AdapterRegistry
 from server import admin, routes
+from server.auth import ApiKeys
 from server.engines.base import Engine
 from server.errors import install_error_handlers
 from server.metrics import Metrics
+from server.middleware import ApiKeyGuard, RequestContext, UnicodeGuard
 from server.models import ModelManager
 from server.preflight import BaseModelFacts
 from server.serving import Serving
@@ -78,6 +80,11 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
     app.state.metrics = metrics
     app.state.serving = Serving(engine, models, config.server, metrics)
     install_error_handlers(app)
+    app.state.api_keys = ApiKeys(config.server)  # the arena's install() hands its ui_key to the mounted UI
+    # Added innermost first: request id and the last-resort error answer wrap everything, then keys, then the body.
+    app.add_middleware(UnicodeGuard)
+    app.add_middleware(ApiKeyGuard, keys=app.state.api_keys)
+    app.add_middleware(RequestContext)
     app.include_router(routes.router)
     app.include_router(admin.router)
     if importlib.util.find_spec("server.arena") is not None:

@@ -1,7 +1,8 @@
 """Errors in OpenAI's error format: {"error": {"message", "type", "param", "code"}} with a matching HTTP status.
 
 Raise `APIError` anywhere in a request; the handler installed by `install_error_handlers` renders it. FastAPI's own
-422 schema errors and unexpected exceptions are rendered in the same shape, so every client sees one format.
+422 schema errors and unexpected exceptions are rendered in the same shape, so every client sees one format. Text
+from the client that goes back in a message passes through `printable`, so an error can always be encoded.
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ class APIError(Exception):
         self.type = type or _TYPES.get(status, "invalid_request_error")
 
 
+def printable(text: str, ascii_only: bool = False) -> str:
+    """`text` made safe to encode: lone surrogates (and, with `ascii_only`, all non-ASCII) as backslash escapes."""
+    return text.encode("ascii" if ascii_only else "utf-8", "backslashreplace").decode("ascii" if ascii_only
+                                                                                   else "utf-8")
+
+
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None,
                type: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type or _TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    return {"error": {"message": printable(message), "type": type or _TYPES.get(status, "invalid_request_error"),
+                      "param": printable(param) if param else param, "code": code}}
 
 
 def error_response(exc: APIError) -> JSONResponse:
@@ -71,7 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
+        log.exception("unhandled error (request %s)", getattr(request.state, "request_id", "-"))
         engine = getattr(request.app.state, "engine", None)
         if engine is not None and (dead := engine.dead()):
             return error_response(engine_dead(dead))

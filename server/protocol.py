@@ -1,7 +1,10 @@
 """Request and response models of the OpenAI-compatible API.
 
-Palate's extensions are marked `# palate:`. Unknown request fields are ignored (as OpenAI's servers do), so any
-OpenAI client works; fields we do not support are rejected with a 400 rather than silently ignored.
+Fields follow OpenAI's order; vLLM's sampling extensions that Palate implements come after them, and Palate's own
+extensions are marked `# palate:`. A field either works or is refused: anything a client sends beyond the fields
+declared here stays in `model_extra` and is sorted by `server/request_checks.py` (a 400 naming an unsupported or
+unknown field; unknown ones may be ignored by config instead). Ranges are vLLM's `SamplingParams` ranges; a value
+outside them is a 422 schema error naming the field.
 """
 
 from __future__ import annotations
@@ -13,43 +16,136 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _SamplingRequest(BaseModel):
-    """The fields chat and text completions share. Unknown fields are allowed (and ignored), as OpenAI does."""
+class _Open(BaseModel):
+    """A request object that keeps unknown keys (in `model_extra`) so they can be refused by name."""
 
     model_config = ConfigDict(extra="allow")
 
+
+class ContentPart(_Open):
+    """One part of a message's content. Only 'text' parts are served; other types are refused by name."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(_Open):
+    # 'tool' and 'function' parse, so that they are refused with a 400 that says why instead of a schema error.
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None  # passed to the chat template with the turn
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class JsonSchemaFormat(_Open):
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None  # the grammar is always enforced, strict or not
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ResponseFormat(_Open):
+    """'text' (no constraint), 'json_object' (any JSON object) or 'json_schema' (JSON matching the schema), through
+    vLLM's structured outputs. Other types are refused."""
+
+    type: str
+    json_schema: JsonSchemaFormat | None = None
+
+
+_INT64 = 2**63
+
+
+class _SamplingRequest(_Open):
+    """The fields chat and text completions share."""
+
     model: str
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias, clamped to [-100, 100] as vLLM does
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=8)
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)  # what the engine's generator accepts
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    response_format: ResponseFormat | None = None
+    seed: int | None = Field(None, ge=-_INT64, le=_INT64 - 1)  # what the engine's generator accepts
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    user: str | None = None
+    user: str | None = None  # accepted as OpenAI's end-user id; not used for anything
+    # vLLM's sampling extensions (SamplingParams)
+    top_k: int = Field(0, ge=-1, le=_INT64 - 1)  # 0 or -1: off
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    min_tokens: int = Field(0, ge=0, le=_INT64 - 1)
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
 
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)  # wins over max_tokens, as in OpenAI's API
 
 
 class CompletionRequest(_SamplingRequest):
     prompt: str | list[str] | list[int]
-    echo: bool = False
+    echo: bool = False  # the prompt comes back before the completion (with its log-probs when logprobs is set)
     logprobs: int | None = Field(None, ge=0, le=20)
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)  # vLLM's: per prompt token, in choices[].prompt_logprobs
+
+
+class TokenizeCompletionRequest(_Open):
+    """vLLM's /tokenize with a prompt."""
+
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
+class TokenizeChatRequest(_Open):
+    """vLLM's /tokenize with messages, rendered with the chat template as a chat request would be."""
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = False
+    return_token_strs: bool = False
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Open):
+    model: str | None = None
+    tokens: list[int]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, whatever the status: OpenAI's shape."""
+
+    error: ErrorDetail
 
 
 class Usage(BaseModel):

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from server import tokenization
 from server.errors import engine_dead
 from server.models import ModelManager, ServedModel
-from server.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, DetokenizeResponse,
+                             ErrorResponse, ModelCard, ModelList, TokenizeChatRequest, TokenizeCompletionRequest,
+                             TokenizeResponse)
+
 
 router = APIRouter()
+
+# Every route answers errors in OpenAI's shape; saying so in the OpenAPI schema lets clients (and the fuzz test)
+# hold the server to it.
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429, 500, 503)}
 
 
 @router.get("/health")
@@ -21,7 +29,7 @@ async def health(request: Request) -> dict:
     return {"status": "ok", "engine": engine.name, "models": models.available()}
 
 
-@router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True)
+@router.get("/v1/models", response_model=ModelList, response_model_exclude_none=True, responses=ERRORS)
 async def list_models(request: Request) -> ModelList:
     models: ModelManager = request.app.state.models
     config = request.app.state.config
@@ -30,14 +38,32 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    return await request.app.state.serving.chat(body)
+    serving = request.app.state.serving
+    request.app.state.models.resolve(body.model)  # 404 first
+    prepared = serving.prepare_chat(body)  # a bad request is refused before it waits for a turn
+    return await serving.respond(prepared)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=ERRORS)
 async def completions(body: CompletionRequest, request: Request):
-    return await request.app.state.serving.completion(body)
+    serving = request.app.state.serving
+    request.app.state.models.resolve(body.model)
+    prepared = serving.prepare_completion(body)
+    return await serving.respond(prepared)
+
+
+@router.post("/tokenize", response_model=TokenizeResponse, response_model_exclude_none=True, responses=ERRORS)
+async def tokenize(body: TokenizeCompletionRequest | TokenizeChatRequest, request: Request) -> TokenizeResponse:
+    state = request.app.state
+    return tokenization.tokenize(state.engine, state.models, body, state.config.server.unknown_fields)
+
+
+@router.post("/detokenize", response_model=DetokenizeResponse, responses=ERRORS)
+async def detokenize(body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+    state = request.app.state
+    return tokenization.detokenize(state.engine, state.models, body, state.config.server.unknown_fields)
 
 
 @router.get("/metrics")

@@ -30,29 +30,59 @@ def _error(response: httpx.Response, body: bytes | None = None) -> ArenaClientEr
     return ArenaClientError(response.status_code, message)
 
 
-class ArenaClient:
-    """Talks to one server's /v1/arena API. `judge` is the session id sent with battles and votes (the server
-    stores only its sha256)."""
+async def _sse(response: httpx.Response) -> AsyncIterator[dict]:
+    async for line in response.aiter_lines():
+        if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+            yield json.loads(line[6:])
 
-    def __init__(self, base_url: str, *, timeout_s: float = 600.0):
+
+class ArenaClient:
+    """Talks to one server's /v1/arena API (and /v1/chat/completions for Chat). `judge` is the session id sent with
+    battles and votes (the server stores only its sha256). `api_key`, when the server requires API keys, is sent
+    as a bearer token on every call except the export, which sends the admin token it is given instead."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = httpx.Timeout(timeout_s, connect=10.0)
+        self.api_key = api_key
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers)
+
+    async def _stream(self, path: str, body: dict) -> AsyncIterator[dict]:
+        async with self._client() as client:
+            async with client.stream("POST", path, json=body) as response:
+                if response.status_code != 200:
+                    raise _error(response, await response.aread())
+                async for event in _sse(response):
+                    yield event
 
     async def battle_events(self, prompt: str, *, system: str | None = None, judge: str | None = None,
                             **sampling: Any) -> AsyncIterator[dict]:
         """Start a battle and yield its stream events (dicts with a `type`: battle, delta, side_done, done)."""
         body = {"prompt": prompt, "system": system or None, "judge": judge, "ui_version": UI_VERSION,
                 **{k: v for k, v in sampling.items() if v is not None}}
-        async with self._client() as client:
-            async with client.stream("POST", "/v1/arena/battles", json=body) as response:
-                if response.status_code != 200:
-                    raise _error(response, await response.aread())
-                async for line in response.aiter_lines():
-                    if line.startswith("data: "):
-                        yield json.loads(line[6:])
+        async for event in self._stream("/v1/arena/battles", body):
+            yield event
+
+    async def compare_events(self, models: list[str], prompt: str, **sampling: Any) -> AsyncIterator[dict]:
+        """Named comparison (POST /v1/arena/compare): events compare, delta (index), model_done, done."""
+        body = {"models": models, "prompt": prompt, **{k: v for k, v in sampling.items() if v is not None}}
+        async for event in self._stream("/v1/arena/compare", body):
+            yield event
+
+    async def chat_deltas(self, model: str, messages: list[dict], **sampling: Any) -> AsyncIterator[str]:
+        """Stream one chat answer through the OpenAI API (/v1/chat/completions); yields text deltas."""
+        body = {"model": model, "messages": messages, "stream": True,
+                **{k: v for k, v in sampling.items() if v is not None}}
+        async for chunk in self._stream("/v1/chat/completions", body):
+            if "error" in chunk:
+                raise ArenaClientError(500, chunk["error"].get("message", "the stream failed"))
+            for choice in chunk.get("choices", []):
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict:
         async with self._client() as client:
@@ -61,19 +91,33 @@ class ArenaClient:
             raise _error(response)
         return response.json()
 
-    async def vote(self, battle_id: str, choice: str, judge: str | None = None) -> dict:
+    async def vote(self, battle_id: str, choice: str, judge: str | None = None, reasons: list[str] | None = None,
+                   comment: str | None = None) -> dict:
         """Store the vote; returns the reveal (contestants by side, winner, flags)."""
         return await self._json("POST", f"/v1/arena/battles/{battle_id}/vote",
-                                json={"choice": choice, "judge": judge, "ui_version": UI_VERSION})
+                                json={"choice": choice, "judge": judge, "ui_version": UI_VERSION,
+                                      "reasons": reasons or [], "comment": comment or None})
+
+    async def edit(self, battle_id: str, text: str, judge: str | None = None) -> dict:
+        return await self._json("POST", f"/v1/arena/battles/{battle_id}/edit", json={"text": text, "judge": judge})
 
     async def battle(self, battle_id: str) -> dict:
         return await self._json("GET", f"/v1/arena/battles/{battle_id}")
 
-    async def leaderboard(self) -> dict:
-        return await self._json("GET", "/v1/arena/leaderboard")
+    async def leaderboard(self, source: str = "people") -> dict:
+        return await self._json("GET", "/v1/arena/leaderboard", params={"source": source})
 
-    async def export(self) -> dict:
-        return await self._json("GET", "/v1/arena/export")
+    async def export(self, admin_token: str | None = None, format: str = "dpo") -> dict:
+        """The votes as training rows; the server needs the admin token unless its export_access is open."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client:
+            headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+            response = await client.get("/v1/arena/export", params={"format": format}, headers=headers)
+        if response.status_code != 200:
+            raise _error(response)
+        return response.json()
 
     async def info(self) -> dict:
         return await self._json("GET", "/v1/arena/info")
+
+    async def queue(self) -> dict:
+        return await self._json("GET", "/v1/arena/queue")

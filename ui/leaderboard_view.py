@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-STANDING_COLUMNS = ["rank", "model", "rating", "95% CI", "votes", "W / L / T", "status"]
+STANDING_COLUMNS = ["Rank (UB)", "model", "rating", "95% CI", "length-controlled", "vs parent", "votes",
+                    "W / L / T", "status"]
+SOURCE_CHOICES = [("People", "people"), ("Simulated judges (palate loop)", "simulated"), ("Everyone", "all")]
+EXCLUSION_WORDS = {"identity_leak": "an answer named a model", "error": "an answer failed",
+                   "truncated": "an answer was cut off"}
 
 
 def standings_rows(board: dict) -> list[list[Any]]:
     rows = []
     for s in board.get("standings", []):
-        rows.append([s["rank"], s["contestant"], round(s["rating"]),
-                     f"{round(s['ci_low'])} – {round(s['ci_high'])}", s["votes"],
+        lc = s.get("rating_lc")
+        delta = s.get("vs_parent")
+        rows.append([s.get("rank_ub", s["rank"]), s["contestant"], round(s["rating"]),
+                     f"{round(s['ci_low'])} – {round(s['ci_high'])}", "–" if lc is None else round(lc),
+                     "–" if delta is None else f"{delta:+.0f} vs {s['parent']}", s["votes"],
                      f"{s['wins']} / {s['losses']} / {s['ties']}",
                      f"provisional (< {board.get('min_votes', 0)} votes)" if s["provisional"] else "rated"])
     return rows
@@ -31,8 +38,21 @@ def matrix_rows(board: dict) -> tuple[list[str], list[list[Any]]]:
 
 
 def summary_markdown(board: dict) -> str:
-    return (f"**{board.get('total_votes', 0)} votes** · Bradley–Terry ratings (Elo scale, ties = half a win) with 95% "
-            f"bootstrap intervals ({board.get('bootstrap_rounds', 0)} rounds)")
+    """The headline: how many votes are rated, from whom, and how many were left out and why."""
+    source = {"people": "people's", "simulated": "simulated judges'", "all": "everyone's"}.get(board.get("source"), "")
+    by_source = board.get("votes_by_source", {})
+    lines = [f"**{board.get('total_votes', 0)} votes** rated ({source} votes) · Bradley–Terry ratings (Elo scale, "
+             f"ties = half a win) with 95% bootstrap intervals ({board.get('bootstrap_rounds', 0)} rounds)"]
+    if by_source:
+        lines.append(f"All votes: {by_source.get('people', 0)} from people, {by_source.get('simulated', 0)} from "
+                     "simulated judges.")
+    excluded = {k: v for k, v in board.get("excluded", {}).items() if v}
+    if excluded:
+        lines.append("Not rated: " + ", ".join(f"{v} because {EXCLUSION_WORDS.get(k, k)}" for k, v in excluded.items())
+                     + ".")
+    lines.append("Rank (UB): 1 + the number of models whose whole interval is above this one's. Length-controlled: "
+                 "the rating once the answer-length difference is accounted for.")
+    return "  \n".join(lines)
 
 
 def ratings_figure(board: dict):

@@ -43,7 +43,9 @@ def install(app: FastAPI, config: PalateConfig) -> None:
             import gradio as gr
 
             from ui.app import build_arena_ui
+            from ui.context import CSS
 
-            gr.mount_gradio_app(app, build_arena_ui(server_url=None, arena_config=arena_config), path=ARENA_PATH)
+            gr.mount_gradio_app(app, build_arena_ui(server_url=None, arena_config=arena_config), path=ARENA_PATH,
+                                css=CSS)
         except Exception:  # noqa: BLE001
             log.exception("the arena UI could not be mounted at %s; the API keeps serving", ARENA_PATH)

@@ -33,7 +33,9 @@ class AdapterHandle:
 
 @dataclass
 class Sampling:
-    """Sampling settings shared by every engine (OpenAI names)."""
+    """Sampling settings shared by every engine: OpenAI's names, then vLLM's `SamplingParams` extensions, with
+    vLLM's meaning. An engine that cannot honour a field refuses the request with `EngineRequestError`, never
+    ignores it."""
 
     max_tokens: int = 256
     temperature: float = 1.0
@@ -42,6 +44,21 @@ class Sampling:
     stop: list[str] = field(default_factory=list)
     n: int = 1
     logprobs: int | None = None  # None: off; k >= 0: chosen token's logprob plus the k most likely alternatives
+    frequency_penalty: float = 0.0  # minus penalty x (times the token occurred in the output)
+    presence_penalty: float = 0.0  # minus penalty once the token occurred in the output
+    repetition_penalty: float = 1.0  # divides positive / multiplies negative logits of prompt and output tokens
+    top_k: int = 0  # 0 or -1: off
+    min_p: float = 0.0  # drop tokens below min_p x the most likely token's probability
+    min_tokens: int = 0  # end-of-sequence and stop_token_ids are masked until this many tokens were generated
+    logit_bias: dict[int, float] | None = None  # added to the logits before sampling
+    stop_token_ids: list[int] = field(default_factory=list)  # generation stops after one of these (not shown)
+    ignore_eos: bool = False  # keep generating past end-of-sequence, up to max_tokens
+    prompt_logprobs: int | None = None  # per prompt token: its logprob and the k most likely tokens in its place
+    json_object: bool = False  # output constrained to a JSON object
+    json_schema: dict | None = None  # output constrained to JSON matching this schema
+
+    def structured(self) -> bool:
+        return self.json_object or self.json_schema is not None
 
 
 @dataclass
@@ -52,9 +69,21 @@ class TokenLogprob:
 
 
 @dataclass
+class Candidate:
+    """One token at one prompt position, as vLLM reports prompt log-probs: id, text, logprob and rank (1 = most
+    likely)."""
+
+    token_id: int
+    token: str
+    logprob: float
+    rank: int
+
+
+@dataclass
 class Delta:
     """New output of one choice since the previous delta. The last delta of a choice has `finish_reason` set
-    ('stop', 'length' or 'abort')."""
+    ('stop', 'length' or 'abort'). The first delta of a request carries `prompt_logprobs` when they were asked for:
+    one entry per prompt token, None for the first, else the actual token followed by the k most likely ones."""
 
     index: int
     text: str
@@ -62,6 +91,7 @@ class Delta:
     prompt_tokens: int
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[list[Candidate] | None] | None = None
 
 
 @runtime_checkable

@@ -1,7 +1,10 @@
 """The reference engine: transformers + PEFT, several adapters on one base model, one request at a time.
 
-It is slow on purpose-simple: plain forward passes with a KV cache, greedy or temperature/top-p sampling. Its job is
-to be obviously right, so that `vllm` can be checked against it token for token on the same adapter.
+It is slow on purpose-simple: plain forward passes with a KV cache, and vLLM's sampling written out in the order
+vLLM's sampler applies it (logit bias and min_tokens, then repetition / frequency / presence penalties, then greedy,
+or temperature, min_p, top_k, top_p). Its job is to be obviously right, so that `vllm` can be checked against it
+token for token on the same adapter. It has no grammar engine: a request for structured output (response_format) is
+refused with `EngineRequestError` (a 400), never served as free text.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from server.engines.base import AdapterHandle, Delta, EngineError, Sampling, TokenLogprob
+from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
+                                 TokenLogprob)
 
 
 class HfEngine:
@@ -104,9 +108,24 @@ class HfEngine:
         return token_logps[len(prompt_ids) - 1:].tolist()
 
     # ---- generation -----------------------------------------------------------------------------------------------
+    def _refusal(self, prompt_ids: list[int], sampling: Sampling) -> str | None:
+        """Why this engine cannot serve the request as asked, or None."""
+        if sampling.structured():
+            return ("the hf reference engine has no structured-output (grammar) support, so response_format "
+                    "json_object / json_schema cannot be honoured; serve with the vllm engine")
+        vocab = self._model.get_input_embeddings().weight.shape[0]
+        for name, ids in (("logit_bias", list(sampling.logit_bias or {})), ("stop_token_ids", sampling.stop_token_ids),
+                          ("prompt", prompt_ids)):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                return f"token id(s) {bad[:10]} in {name} are out of vocabulary (vocabulary size {vocab})"
+        return None
+
     async def generate(self, prompt: str | list[int], sampling: Sampling, adapter: AdapterHandle | None,
                        request_id: str) -> AsyncIterator[Delta]:
         prompt_ids = prompt if isinstance(prompt, list) else self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if reason := self._refusal(list(prompt_ids), sampling):
+            raise EngineRequestError(reason)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
@@ -116,8 +135,11 @@ class HfEngine:
 
         def work() -> None:
             try:
+                prompt_logprobs = (self._prompt_logprobs(list(prompt_ids), sampling.prompt_logprobs, adapter)
+                                   if sampling.prompt_logprobs is not None else None)
                 for index in range(sampling.n):
-                    self._generate_one(list(prompt_ids), sampling, adapter, index, emit, cancelled)
+                    self._generate_one(list(prompt_ids), sampling, adapter, index, emit, cancelled,
+                                       prompt_logprobs if index == 0 else None)
             except Exception as exc:  # surfaced to the caller as an EngineError
                 emit(exc)
             finally:
@@ -133,8 +155,27 @@ class HfEngine:
         finally:
             cancelled.set()  # a client that left stops the loop at the next token
 
+    def _prompt_logprobs(self, prompt_ids: list[int], k: int, adapter: AdapterHandle | None) -> list:
+        """vLLM's prompt log-probs: None for the first token, then the actual token and the k most likely."""
+        import torch
+
+        with self._lock, self._activate(adapter), torch.no_grad():
+            logits = self._model(input_ids=torch.tensor([prompt_ids])).logits[0].float()
+        logps = torch.log_softmax(logits, dim=-1)
+        result: list = [None]
+        for position, token_id in enumerate(prompt_ids[1:]):
+            row = logps[position]
+            rank = int((row > row[token_id]).sum()) + 1
+            entry = [Candidate(token_id, self.token_text(token_id), float(row[token_id]), rank)]
+            top = torch.topk(row, k) if k else None
+            for r, (value, tid) in enumerate(zip(top.values.tolist(), top.indices.tolist()) if top else [], 1):
+                if tid != token_id:
+                    entry.append(Candidate(tid, self.token_text(tid), float(value), r))
+            result.append(entry)
+        return result
+
     def _generate_one(self, prompt_ids: list[int], sampling: Sampling, adapter: AdapterHandle | None, index: int,
-                      emit, cancelled: threading.Event) -> None:
+                      emit, cancelled: threading.Event, prompt_logprobs: list | None = None) -> None:
         import torch
 
         generator = torch.Generator()
@@ -144,11 +185,14 @@ class HfEngine:
             generator.seed()
         configured = getattr(self._model.generation_config, "eos_token_id", None)
         eos = ({self._tokenizer.eos_token_id} | set(configured if isinstance(configured, list) else [configured])) - {None}
-        generated: list[int] = []
+        stop_ids = set(sampling.stop_token_ids)
+        generated: list[int] = []  # every output token (for penalties and usage)
+        shown: list[int] = []  # the tokens whose text the client sees
         text_so_far = ""
         past = None
         inputs = torch.tensor([prompt_ids])
         finish = "length"
+        first = prompt_logprobs
         with self._lock, self._activate(adapter), torch.no_grad():
             for _ in range(sampling.max_tokens):
                 if cancelled.is_set():
@@ -157,26 +201,51 @@ class HfEngine:
                 out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[0, -1].float()
-                token_id = self._pick(logits, sampling, generator)
-                logprob_info = self._logprob(logits, token_id, sampling.logprobs)
-                if token_id in eos:
-                    # Like vLLM: the end-of-turn token counts as output (usage, logprobs) but adds no text.
-                    emit(Delta(index, "", [token_id], len(prompt_ids), None, logprob_info))
+                token_id = self._pick(self._process(logits, prompt_ids, generated, sampling, eos | stop_ids),
+                                      sampling, generator)
+                logprob_info = self._logprob(logits, token_id, sampling.logprobs)  # raw logits, as vLLM reports
+                generated.append(token_id)
+                inputs = torch.tensor([[token_id]])
+                ends = token_id in stop_ids or (token_id in eos and not sampling.ignore_eos)
+                if ends:
+                    # Like vLLM: the end-of-turn / stop token counts as output (usage, logprobs) but adds no text.
+                    emit(Delta(index, "", [token_id], len(prompt_ids), None, logprob_info, first))
                     finish = "stop"
                     break
-                generated.append(token_id)
-                full = self._tokenizer.decode(generated, skip_special_tokens=True)
+                shown.append(token_id)
+                full = self._tokenizer.decode(shown, skip_special_tokens=True)
                 stop_at = min((full.find(s) for s in sampling.stop if s and s in full), default=-1)
                 if stop_at >= 0:
                     emit(Delta(index, full[len(text_so_far):stop_at] if stop_at > len(text_so_far) else "",
-                               [token_id], len(prompt_ids), None, logprob_info))
+                               [token_id], len(prompt_ids), None, logprob_info, first))
                     finish = "stop"
                     text_so_far = full[:stop_at]
                     break
-                emit(Delta(index, full[len(text_so_far):], [token_id], len(prompt_ids), None, logprob_info))
+                emit(Delta(index, full[len(text_so_far):], [token_id], len(prompt_ids), None, logprob_info, first))
+                first = None
                 text_so_far = full
-                inputs = torch.tensor([[token_id]])
-        emit(Delta(index, "", [], len(prompt_ids), finish, None))
+        emit(Delta(index, "", [], len(prompt_ids), finish, None, first))
+
+    @staticmethod
+    def _process(logits: Any, prompt_ids: list[int], generated: list[int], sampling: Sampling,
+                 ends: set[int]) -> Any:
+        """The logits vLLM's sampler would sample from before temperature: bias, min_tokens, then penalties."""
+        import torch
+
+        logits = logits.clone()
+        for token_id, bias in (sampling.logit_bias or {}).items():
+            logits[token_id] += bias
+        if len(generated) < sampling.min_tokens and ends:
+            logits[list(ends)] = float("-inf")
+        if sampling.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(prompt_ids) | set(generated)), dtype=torch.long)
+            values = logits[seen]
+            logits[seen] = torch.where(values > 0, values / sampling.repetition_penalty,
+                                       values * sampling.repetition_penalty)
+        if generated and (sampling.frequency_penalty or sampling.presence_penalty):
+            counts = torch.bincount(torch.tensor(generated), minlength=logits.shape[0]).to(logits.dtype)
+            logits -= sampling.frequency_penalty * counts + sampling.presence_penalty * (counts > 0).to(logits.dtype)
+        return logits
 
     @staticmethod
     def _pick(logits: Any, sampling: Sampling, generator: Any) -> int:
@@ -185,11 +254,17 @@ class HfEngine:
         if sampling.temperature == 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / sampling.temperature, dim=-1)
+        if sampling.min_p > 0:
+            probs = torch.where(probs < sampling.min_p * probs.max(), torch.zeros_like(probs), probs)
+        if sampling.top_k > 0:
+            kth = torch.topk(probs, min(sampling.top_k, probs.shape[0])).values[-1]
+            probs = torch.where(probs < kth, torch.zeros_like(probs), probs)
         if sampling.top_p < 1.0:
+            probs = probs / probs.sum()
             sorted_probs, order = torch.sort(probs, descending=True)
             keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < sampling.top_p
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-            probs = probs / probs.sum()
+        probs = probs / probs.sum()
         return int(torch.multinomial(probs, 1, generator=generator))
 
     def _logprob(self, logits: Any, token_id: int, k: int | None) -> list[TokenLogprob] | None:

@@ -15,7 +15,18 @@ from typing import Any
 
 import httpx
 
-from server.engines.base import AdapterHandle, Delta, EngineError, Sampling, TokenLogprob
+from server.engines.base import AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling, TokenLogprob
+
+
+def _refusal(status: int, text: str) -> EngineError:
+    """vLLM's 4xx is the client's mistake (a 400 here, with vLLM's reason); anything else is an engine failure."""
+    try:
+        message = json.loads(text)["error"]["message"]
+    except Exception:  # noqa: BLE001 - not vLLM's error shape
+        message = text[:300]
+    if 400 <= status < 500:
+        return EngineRequestError(f"the vLLM server refused it ({status}): {message}")
+    return EngineError(f"vLLM server answered {status}: {message}")
 
 
 class RemoteEngine:
@@ -56,33 +67,86 @@ class RemoteEngine:
     def _model(self, adapter: AdapterHandle | None) -> str:
         return adapter.ref if adapter else self._base_name
 
-    async def generate(self, prompt: str | list[int], sampling: Sampling, adapter: AdapterHandle | None,
-                       request_id: str) -> AsyncIterator[Delta]:
+    def request_body(self, prompt: str | list[int], sampling: Sampling, adapter: AdapterHandle | None) -> dict:
+        """vLLM's /v1/completions body for `sampling`: every field passes through under vLLM's own name."""
         body = {"model": self._model(adapter), "prompt": prompt, "max_tokens": sampling.max_tokens,
                 "temperature": sampling.temperature, "top_p": sampling.top_p, "n": sampling.n,
                 "stop": sampling.stop or None, "seed": sampling.seed, "logprobs": sampling.logprobs,
-                "stream": True, "stream_options": {"include_usage": True}, "return_token_ids": True}
+                "frequency_penalty": sampling.frequency_penalty, "presence_penalty": sampling.presence_penalty,
+                "repetition_penalty": sampling.repetition_penalty, "top_k": sampling.top_k, "min_p": sampling.min_p,
+                "min_tokens": sampling.min_tokens, "ignore_eos": sampling.ignore_eos,
+                "stop_token_ids": list(sampling.stop_token_ids),
+                "logit_bias": {str(k): v for k, v in sampling.logit_bias.items()} if sampling.logit_bias else None,
+                "return_token_ids": True}
+        if sampling.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "response", "schema": sampling.json_schema}}
+        elif sampling.json_object:
+            body["response_format"] = {"type": "json_object"}
+        if sampling.prompt_logprobs is not None:  # vLLM gives prompt log-probs only without streaming
+            body["prompt_logprobs"] = sampling.prompt_logprobs
+        else:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return body
+
+    @staticmethod
+    def _candidates(prompt_ids: list[int], entries: list) -> list[list[Candidate] | None]:
+        result: list[list[Candidate] | None] = []
+        for token_id, entry in zip(prompt_ids, entries):
+            if entry is None:
+                result.append(None)
+                continue
+            items = sorted(((int(tid), v) for tid, v in entry.items()), key=lambda kv: (kv[0] != token_id,
+                                                                                         kv[1].get("rank") or 0))
+            result.append([Candidate(tid, v.get("decoded_token") or "", float(v["logprob"]), int(v.get("rank") or 0))
+                           for tid, v in items])
+        return result
+
+    async def _generate_once(self, body: dict, request_id: str) -> AsyncIterator[Delta]:
+        """Without streaming (prompt log-probs): one delta per choice, the first carrying the prompt log-probs."""
+        response = await self._client.post("/v1/completions", json=body, headers={"X-Request-Id": request_id})
+        if response.status_code != 200:
+            raise _refusal(response.status_code, response.text)
+        data = response.json()
+        prompt_tokens = data.get("usage", {}).get("prompt_tokens", 0)
+        for n, choice in enumerate(sorted(data["choices"], key=lambda c: c["index"])):
+            prompt_ids = choice.get("prompt_token_ids") or body["prompt"]
+            yield Delta(choice["index"], choice.get("text", ""), list(choice.get("token_ids") or []), prompt_tokens,
+                        choice.get("finish_reason"), self._logprobs(choice),
+                        self._candidates(prompt_ids, choice.get("prompt_logprobs") or []) if n == 0 else None)
+
+    @staticmethod
+    def _logprobs(choice: dict) -> list[TokenLogprob] | None:
+        if not choice.get("logprobs"):
+            return None
+        lp = choice["logprobs"]
+        return [TokenLogprob(tok, val, sorted((top or {}).items(), key=lambda kv: -kv[1]))
+                for tok, val, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"])]
+
+    async def generate(self, prompt: str | list[int], sampling: Sampling, adapter: AdapterHandle | None,
+                       request_id: str) -> AsyncIterator[Delta]:
+        body = self.request_body(prompt, sampling, adapter)
+        if not body.get("stream"):
+            async for delta in self._generate_once(body, request_id):
+                yield delta
+            return
         prompt_tokens = len(prompt) if isinstance(prompt, list) else 0
         async with self._client.stream("POST", "/v1/completions", json=body,
                                        headers={"X-Request-Id": request_id}) as response:
             if response.status_code != 200:
-                text = (await response.aread()).decode(errors="replace")
-                raise EngineError(f"vLLM server answered {response.status_code}: {text[:300]}")
+                raise _refusal(response.status_code, (await response.aread()).decode(errors="replace"))
             async for line in response.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
+                if chunk.get("error"):  # vLLM ends a failed stream with an error event
+                    raise EngineError(f"vLLM server failed mid-stream: {str(chunk['error'])[:300]}")
                 if chunk.get("usage"):
                     prompt_tokens = chunk["usage"]["prompt_tokens"]
                 for choice in chunk.get("choices", []):
-                    logprobs = None
-                    if choice.get("logprobs"):
-                        lp = choice["logprobs"]
-                        logprobs = [TokenLogprob(tok, val, sorted((top or {}).items(), key=lambda kv: -kv[1]))
-                                    for tok, val, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"])]
                     token_ids = choice.get("token_ids") or []
                     yield Delta(choice["index"], choice.get("text", ""), list(token_ids), prompt_tokens,
-                                choice.get("finish_reason"), logprobs)
+                                choice.get("finish_reason"), self._logprobs(choice))
 
     async def score(self, prompt_ids: list[int], completion_ids: list[int],
                     adapter: AdapterHandle | None) -> list[float]:

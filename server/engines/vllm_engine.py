@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from core.config import VllmConfig
-from server.engines.base import AdapterHandle, Delta, EngineError, EngineRequestError, Sampling, TokenLogprob
+from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
+                                 TokenLogprob)
 
 log = logging.getLogger("palate.engine.vllm")
 
@@ -104,9 +105,15 @@ class VllmEngine:
         return LoRARequest(adapter.ref, adapter.lora_id, str(adapter.path))
 
     def _sampling_params(self, sampling: Sampling, **extra: Any) -> Any:
+        """Every `Sampling` field, one to one onto vLLM's `SamplingParams` (structured outputs for JSON)."""
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        structured = None
+        if sampling.json_schema is not None:
+            structured = StructuredOutputsParams(json=sampling.json_schema)
+        elif sampling.json_object:
+            structured = StructuredOutputsParams(json_object=True)
         return SamplingParams(
             n=sampling.n,
             temperature=sampling.temperature,
@@ -115,9 +122,36 @@ class VllmEngine:
             stop=sampling.stop or None,
             max_tokens=sampling.max_tokens,
             logprobs=sampling.logprobs,
+            frequency_penalty=sampling.frequency_penalty,
+            presence_penalty=sampling.presence_penalty,
+            repetition_penalty=sampling.repetition_penalty,
+            top_k=sampling.top_k,
+            min_p=sampling.min_p,
+            min_tokens=sampling.min_tokens,
+            logit_bias=sampling.logit_bias or None,
+            stop_token_ids=list(sampling.stop_token_ids) or None,
+            ignore_eos=sampling.ignore_eos,
+            prompt_logprobs=sampling.prompt_logprobs,
+            structured_outputs=structured,
             output_kind=RequestOutputKind.DELTA,
             **extra,
         )
+
+    def _prompt_logprobs(self, prompt_ids: list[int], entries: Any) -> list[list[Candidate] | None] | None:
+        """vLLM's per-prompt-token dicts as Candidates: the actual token first, then the others by rank."""
+        if entries is None:
+            return None
+        decode = lambda token_id: self._tokenizer.decode([token_id])  # noqa: E731
+        result: list[list[Candidate] | None] = []
+        for token_id, candidates in zip(prompt_ids, entries):
+            if candidates is None:
+                result.append(None)
+                continue
+            ordered = [(token_id, candidates[token_id])] + sorted(
+                ((tid, lp) for tid, lp in candidates.items() if tid != token_id), key=lambda item: item[1].rank)
+            result.append([Candidate(tid, lp.decoded_token if lp.decoded_token is not None else decode(tid),
+                                     float(lp.logprob), int(lp.rank)) for tid, lp in ordered])
+        return result
 
     def _token_logprobs(self, token_ids: list[int], logprobs: Any) -> list[TokenLogprob] | None:
         if logprobs is None:
@@ -146,6 +180,8 @@ class VllmEngine:
             async for output in self._llm.generate(engine_prompt, self._sampling_params(sampling), request_id,
                                                    lora_request=self._lora_request(adapter)):
                 prompt_tokens = len(output.prompt_token_ids or [])
+                # In DELTA mode the prompt log-probs come once, with the first output.
+                prompt_logprobs = self._prompt_logprobs(list(output.prompt_token_ids or []), output.prompt_logprobs)
                 for choice in output.outputs:
                     yield Delta(
                         index=choice.index,
@@ -154,7 +190,9 @@ class VllmEngine:
                         prompt_tokens=prompt_tokens,
                         finish_reason=choice.finish_reason,
                         logprobs=self._token_logprobs(list(choice.token_ids), choice.logprobs),
+                        prompt_logprobs=prompt_logprobs,
                     )
+                    prompt_logprobs = None
                 finished = output.finished
         except Exception as exc:
             from vllm.exceptions import VLLMClientError

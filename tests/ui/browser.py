@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def chromium_path() -> str | None:
@@ -26,46 +29,83 @@ def skip_reason() -> str | None:
     return None
 
 
+@contextmanager
+def browser_page(viewport: dict = DESKTOP):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_page(viewport=viewport)
+        finally:
+            browser.close()
+
+
 def vote_count(page) -> int:
     text = page.locator("#lb-summary").inner_text()
     match = re.search(r"(\d+) votes", text)
     return int(match.group(1)) if match else -1
 
 
-def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, timeout_ms: int = 120_000) -> dict:
-    """Open the arena, read the leaderboard count, type a prompt, wait for both panes to stream and finish, check
-    the vote buttons were locked meanwhile, vote A, read the reveal, and read the count again."""
-    from playwright.sync_api import expect, sync_playwright
+def pane_answers(page, pane: str) -> list[str]:
+    """The assistant messages shown in a chat pane, oldest first."""
+    return [t.strip() for t in page.locator(f"#{pane} .message.bot, #{pane} [data-testid='bot']").all_inner_texts()]
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(arena_url, wait_until="load")
-            page.locator("#prompt textarea").wait_for(timeout=60_000)
-            page.get_by_role("tab", name="Leaderboard").click()
-            expect(page.locator("#lb-summary")).to_contain_text("votes", timeout=60_000)
-            before = vote_count(page)
-            page.get_by_role("tab", name="Arena").click()
-            expect(page.locator("#vote-a")).to_be_disabled()
-            page.locator("#prompt textarea").fill(prompt)
-            page.locator("#send").click()
-            # While generating, the panes fill and the vote buttons stay locked.
-            expect(page.locator("#pane-a textarea")).not_to_have_value("", timeout=timeout_ms)
-            locked_while_streaming = page.locator("#vote-a").is_disabled() and page.locator("#vote-b").is_disabled()
-            expect(page.locator("#vote-a")).to_be_enabled(timeout=timeout_ms)
-            answers = {s: page.locator(f"#pane-{s.lower()} textarea").input_value() for s in "AB"}
-            page.locator("#vote-a").click()
-            expect(page.locator("#reveal")).to_contain_text("Revealed", timeout=30_000)
-            reveal = page.locator("#reveal").inner_text()
-            expect(page.locator("#vote-a")).to_be_disabled()
-            if screenshot is not None:
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(screenshot), full_page=True)
-            page.get_by_role("tab", name="Leaderboard").click()
-            expect(page.locator("#lb-summary")).to_contain_text(f"{before + 1} votes", timeout=30_000)
-            after = vote_count(page)
-            return {"before": before, "after": after, "answers": answers, "reveal": reveal,
-                    "locked_while_streaming": locked_while_streaming}
-        finally:
-            browser.close()
+
+def in_viewport(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    return bool(box) and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= size["height"]
+
+
+def send_battle(page, text: str, timeout_ms: int) -> None:
+    from playwright.sync_api import expect
+
+    page.locator("#prompt textarea").fill(text)
+    page.locator("#prompt textarea").press("Enter")  # Enter sends
+    expect(page.locator("#vote-a")).to_be_enabled(timeout=timeout_ms)
+
+
+def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, timeout_ms: int = 120_000,
+                viewport: dict = DESKTOP, follow_up: str | None = "Now make it one sentence.") -> dict:
+    """Open the Battle tab, read the leaderboard count, send a prompt (Enter), check the vote buttons were locked
+    while streaming, send a follow-up turn, vote A after turn 2 with a reason, read the reveal and the pane labels,
+    and read the count again."""
+    from playwright.sync_api import expect
+
+    with browser_page(viewport) as page:
+        page.goto(arena_url, wait_until="load")
+        page.locator("#prompt textarea").wait_for(timeout=60_000)
+        prompt_visible_on_load = in_viewport(page, "#prompt textarea")
+        page.locator("#tab-leaderboard-button, button[role='tab']:has-text('Leaderboard')").first.click()
+        expect(page.locator("#lb-summary")).to_contain_text("votes", timeout=60_000)
+        before = vote_count(page)
+        page.locator("button[role='tab']:has-text('Battle')").first.click()
+        expect(page.locator("#vote-a")).to_be_disabled()
+        page.locator("#prompt textarea").fill(prompt)
+        page.locator("#prompt textarea").press("Enter")
+        expect(page.locator("#stop")).to_be_enabled(timeout=timeout_ms)
+        locked_while_streaming = page.locator("#vote-a").is_disabled() and page.locator("#vote-b").is_disabled()
+        expect(page.locator("#vote-a")).to_be_enabled(timeout=timeout_ms)
+        turns = 1
+        if follow_up:
+            send_battle(page, follow_up, timeout_ms)
+            turns = 2
+        answers = {s: pane_answers(page, f"pane-{s.lower()}") for s in "AB"}
+        answers_visible_while_voting = in_viewport(page, "#pane-a") and in_viewport(page, "#vote-a")
+        page.locator("#why").click()
+        page.locator("#reasons label:has-text('sticks to the facts')").click()
+        page.locator("#vote-a").click()
+        expect(page.locator("#reveal")).to_contain_text("Revealed", timeout=30_000)
+        reveal = page.locator("#reveal").inner_text()
+        labels = {s: page.locator(f"#pane-{s.lower()}").inner_text().split("\n")[0] for s in "AB"}
+        expect(page.locator("#vote-a")).to_be_disabled()
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        page.locator("button[role='tab']:has-text('Leaderboard')").first.click()
+        expect(page.locator("#lb-summary")).to_contain_text(f"{before + 1} votes", timeout=30_000)
+        return {"before": before, "after": vote_count(page), "answers": answers, "reveal": reveal, "labels": labels,
+                "turns": turns, "locked_while_streaming": locked_while_streaming,
+                "prompt_visible_on_load": prompt_visible_on_load,
+                "answers_visible_while_voting": answers_visible_while_voting}
