@@ -72,8 +72,11 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
                 watcher.cancel()
             await engine.shutdown()
 
-    app = FastAPI(title="Palate", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Palate", version="0.1.0", lifespan=lifespan, docs_url=None,  # /docs: server/docs.py
                   description="OpenAI-compatible multi-LoRA server with a blind arena.")
+    from server.docs import install_offline_docs
+
+    install_offline_docs(app)  # Swagger UI from an installed package, not a CDN
     app.state.config = config
     app.state.engine = engine
     app.state.models = models
