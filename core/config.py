@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -67,6 +67,31 @@ class VllmConfig(_Strict):
     seed: int = Field(0, description="Engine seed.")
 
 
+class AdmissionConfig(_Strict):
+    """Admission control in front of the engine (`server.admission`; contract in server/admission.py): a bounded
+    queue served round-robin across clients (API key, else arena judge id, else client address). A chat or
+    completion request takes `n` engine slots, an arena battle 2. Beyond a bound the client gets a 429 with
+    Retry-After."""
+
+    enabled: bool = Field(True, description="Queue and limit requests before the engine; off only for benchmarks.")
+    engine_slots: int = Field(8, ge=2, description="Engine sequences running at once, all clients together; the "
+                              "rest wait their turn. At most server.vllm.max_num_seqs is useful.")
+    per_client_slots: int = Field(2, ge=2, description="Engine sequences one client may run at once (2 = one arena "
+                                  "battle); below engine_slots, so one client never fills the engine.")
+    per_client_queue: int = Field(4, ge=0, description="Requests one client may have waiting; one more is a 429.")
+    queue_size: int = Field(64, ge=0, description="Requests waiting in all; one more is a 429.")
+    max_wait_s: float = Field(30.0, gt=0, description="Longest wait for a turn; then a 429 (a client never hangs).")
+    battles_per_minute: int = Field(20, ge=1, description="Arena battles one client may start in any 60 s; one more "
+                                    "is a 429 whose Retry-After says when the oldest leaves the window.")
+
+    @model_validator(mode="after")
+    def _share_below_whole(self) -> "AdmissionConfig":
+        if self.per_client_slots > self.engine_slots:
+            raise ValueError(f"per_client_slots ({self.per_client_slots}) must not exceed engine_slots "
+                             f"({self.engine_slots})")
+        return self
+
+
 class ServerConfig(_Strict):
     """`palate serve` (`configs/server.yaml`)."""
 
@@ -92,6 +117,7 @@ class ServerConfig(_Strict):
     unknown_fields: Literal["reject", "ignore"] = Field(
         "reject", description="A request field the API does not know: 'reject' (400 naming it, as OpenAI does) or "
         "'ignore' (for lenient clients; the ignored names come back in the x-palate-ignored-fields header).")
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)
 
     def resolved_admin_token(self) -> str | None:

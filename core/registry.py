@@ -7,12 +7,17 @@ Layout under the registry root (default `adapters/`):
 
 Versions are positive integers and immutable: writing a version that exists is an error. A new version is staged in
 a temporary directory and renamed into place, so readers never see a half-written adapter.
+
+Adapter and alias names follow one pattern, checked here so every way in (admin API, CLI, watch, training) obeys
+it: 1 to 64 characters, letters, digits, `-`, `_` and `.`, starting with a letter or digit, never `..`, and never
+`base` (the base model's name). Names become directory names and must not escape the registry root.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,13 +29,33 @@ from typing import Any, Literal
 
 ALIASES_FILE = "aliases.json"
 META_FILE = "palate.json"
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# The one name pattern for adapters and aliases (see the module docstring); `..` is refused separately.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RULE = ("1-64 letters, digits, '-', '_' or '.', starting with a letter or digit, without '..' "
+             "(e.g. dpo, sft-v2, listing_1.5)")
 RESERVED_NAMES = {"base"}
 AdapterKind = Literal["sft", "dpo", "external"]
+log = logging.getLogger("palate.registry")
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class RegistryError(ValueError):
     """A registry operation cannot be done; the message says why and what to do instead."""
+
+
+def valid_name(name: object) -> bool:
+    """Whether `name` may name an adapter or an alias (the pattern in the module docstring; 'base' excluded)."""
+    return (isinstance(name, str) and bool(NAME_RE.match(name)) and ".." not in name
+            and name not in RESERVED_NAMES)
+
+
+def check_name(name: object, what: str = "adapter name") -> str:
+    """Return `name` if it is a valid adapter/alias name, else raise RegistryError saying what the rule is."""
+    if not valid_name(name):
+        shown = repr(name) if isinstance(name, str) else type(name).__name__
+        reserved = " ('base' is the base model's name)" if name in RESERVED_NAMES else ""
+        raise RegistryError(f"{shown} cannot be an {what}{reserved}: use {NAME_RULE}, and not 'base'.")
+    return name
 
 
 def adapter_content_hash(directory: Path) -> str:
@@ -46,7 +71,7 @@ def adapter_content_hash(directory: Path) -> str:
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """'dpo@2' -> ('dpo', 2); 'dpo' -> ('dpo', None). Raises RegistryError on malformed refs."""
     name, _, version = ref.partition("@")
-    if not NAME_RE.match(name):
+    if not NAME_RE.match(name) or ".." in name:
         raise RegistryError(f"'{ref}' is not a valid adapter reference: use name or name@version, e.g. dpo@2.")
     if not version:
         return name, None
@@ -100,7 +125,7 @@ class AdapterRegistry:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and valid_name(p.name))
 
     def versions(self, name: str) -> list[int]:
         directory = self.root / name
@@ -118,8 +143,16 @@ class AdapterRegistry:
         return [self.get(name, v) for name in self.names() for v in self.versions(name)]
 
     def aliases(self) -> dict[str, str]:
+        """Alias -> name@version. Entries with a name outside the pattern (written before names were checked) are
+        left out with a warning naming them, so they can never route a request or reach /health."""
         path = self.root / ALIASES_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        bad = sorted(repr(alias) for alias in stored if not valid_name(alias))
+        if bad and (str(path), tuple(bad)) not in _WARNED:  # once, not at every watch poll
+            _WARNED.add((str(path), tuple(bad)))
+            log.warning("%s: ignoring alias(es) %s: not valid names (%s); rewrite them with a valid name",
+                        path, ", ".join(bad), NAME_RULE)
+        return {alias: target for alias, target in stored.items() if valid_name(alias)}
 
     def resolve(self, ref: str) -> AdapterVersion:
         """Resolve 'name@version', an alias, or a bare name (its alias if one exists, else its latest version)."""
@@ -135,6 +168,8 @@ class AdapterRegistry:
         return self.get(name, version)
 
     def next_version(self, name: str) -> int:
+        """The version a new `name` adapter gets; refuses an invalid name (so training fails before it trains)."""
+        check_name(name)
         versions = self.versions(name)
         return (versions[-1] + 1) if versions else 1
 
@@ -153,8 +188,7 @@ class AdapterRegistry:
             move_alias: bool = True) -> AdapterVersion:
         """Copy a saved PEFT adapter from `source_dir` in as a new immutable version and (by default) point the
         alias `name` at it. `meta` is recorded in palate.json with name, version, content hash and created time."""
-        if not NAME_RE.match(name) or name in RESERVED_NAMES:
-            raise RegistryError(f"'{name}' cannot name an adapter: use lowercase letters, digits, '-' or '_', and not 'base'.")
+        check_name(name)
         source_dir = Path(source_dir)
         if not (source_dir / "adapter_config.json").is_file():
             raise RegistryError(f"{source_dir} is not a PEFT adapter directory (no adapter_config.json).")
@@ -190,7 +224,8 @@ class AdapterRegistry:
         return self.get(name, version)
 
     def set_alias(self, alias: str, target: str) -> None:
-        """Point `alias` at an existing `name@version`, atomically."""
+        """Point `alias` (a valid name, see the module docstring) at an existing `name@version`, atomically."""
+        check_name(alias, "alias")
         name, version = parse_ref(target)
         if version is None:
             raise RegistryError(f"An alias must point at an exact version (name@version), not '{target}'.")

@@ -6,6 +6,7 @@ import hmac
 
 from fastapi import APIRouter, Depends, Request
 
+from core.registry import RegistryError, check_name
 from server.errors import APIError
 from server.models import ModelManager
 from server.protocol import AliasRequest, LoadAdapterRequest
@@ -29,6 +30,14 @@ def _models(request: Request) -> ModelManager:
     return request.app.state.models
 
 
+def _alias_name(alias: str) -> str:
+    """The registry's name rule, as a 400 naming the field (checked before anything loads or moves)."""
+    try:
+        return check_name(alias, "alias")
+    except RegistryError as exc:
+        raise APIError(400, str(exc), param="alias", code="invalid_name") from None
+
+
 @router.get("/adapters", dependencies=[Depends(require_admin)])
 async def list_adapters(request: Request) -> dict:
     models = _models(request)
@@ -41,8 +50,10 @@ async def list_adapters(request: Request) -> dict:
 @router.post("/adapters", dependencies=[Depends(require_admin)])
 async def load_adapter(body: LoadAdapterRequest, request: Request) -> dict:
     models = _models(request)
+    if body.alias is not None:  # an empty alias is refused, not skipped
+        _alias_name(body.alias)
     served = await models.load(ref=body.ref, path=body.path)
-    if body.alias:
+    if body.alias is not None:
         await models.set_alias(body.alias, served.id)
     return {"loaded": served.id, "lora_id": served.handle.lora_id, "aliases": models.aliases()}
 
@@ -56,6 +67,7 @@ async def unload_adapter(ref: str, request: Request) -> dict:
 @router.post("/aliases", dependencies=[Depends(require_admin)])
 async def set_alias(body: AliasRequest, request: Request) -> dict:
     models = _models(request)
+    _alias_name(body.alias)
     if "@" not in body.target:
         raise APIError(400, f"Alias targets are exact versions (name@version), not '{body.target}'.", param="target")
     await models.set_alias(body.alias, body.target)

@@ -15,7 +15,9 @@ from fastapi.responses import RedirectResponse
 from core.config import PROJECT_ROOT, PalateConfig
 from core.registry import AdapterRegistry
 from server import admin, routes
+from server.admission import Admission
 from server.auth import ApiKeys
+from server.engines import lifeline
 from server.engines.base import Engine
 from server.errors import install_error_handlers
 from server.metrics import Metrics
@@ -58,6 +60,9 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        engine_tag = str(registry.root.resolve())  # engine processes serving this registry carry it
+        lifeline.warn_if_stale(engine_tag)
+        lifeline.claim_engine(engine_tag)
         await engine.start()
         watcher = None
         try:
@@ -82,6 +87,8 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
     app.state.models = models
     app.state.metrics = metrics
     app.state.serving = Serving(engine, models, config.server, metrics)
+    admission = config.server.admission
+    app.state.admission = Admission(admission, metrics) if admission.enabled else None
     install_error_handlers(app)
     app.state.api_keys = ApiKeys(config.server)  # the arena's install() hands its ui_key to the mounted UI
     # Added innermost first: request id and the last-resort error answer wrap everything, then keys, then the body.

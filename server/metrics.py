@@ -1,8 +1,9 @@
-"""Prometheus metrics: requests, tokens and latency per model; adapter loads, unloads and load time."""
+"""Prometheus metrics: requests, tokens and latency per model; adapter loads, unloads and load time; admission
+(queue depth, waiting requests and engine slots held per model, waiting time, rejections by reason)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -24,6 +25,31 @@ class Metrics:
                                        registry=self.registry)
         self.adapter_load_seconds = Histogram("palate_adapter_load_seconds", "Time to load an adapter version",
                                               buckets=LATENCY_BUCKETS, registry=self.registry)
+
+        self.queue_depth = Gauge("palate_admission_queue_depth", "Requests waiting for an engine slot, all models",
+                                 registry=self.registry)
+        self.waiting = Gauge("palate_admission_waiting", "Requests waiting for an engine slot, by model ('arena': "
+                             "battles, whose contestants are drawn once admitted)", ["model"], registry=self.registry)
+        self.active_slots = Gauge("palate_admission_active_slots", "Engine slots (sequences) held by admitted "
+                                  "requests, by model", ["model"], registry=self.registry)
+        self.wait_seconds = Histogram("palate_admission_wait_seconds", "Time from arrival to admission by endpoint",
+                                      ["endpoint"], buckets=(0.01,) + LATENCY_BUCKETS, registry=self.registry)
+        self.rejections = Counter("palate_admission_rejections", "Requests refused by admission (429) by endpoint "
+                                  "and reason", ["endpoint", "reason"], registry=self.registry)
+
+    def admission_waiting(self, model: str, change: int) -> None:
+        self.queue_depth.inc(change)
+        self.waiting.labels(model).inc(change)
+
+    def admission_granted(self, model: str, endpoint: str, slots: int, waited_s: float) -> None:
+        self.active_slots.labels(model).inc(slots)
+        self.wait_seconds.labels(endpoint).observe(waited_s)
+
+    def admission_released(self, model: str, slots: int) -> None:
+        self.active_slots.labels(model).dec(slots)
+
+    def admission_rejected(self, endpoint: str, reason: str) -> None:
+        self.rejections.labels(endpoint, reason).inc()
 
     def request_done(self, model: str, endpoint: str, status: str, prompt_tokens: int, completion_tokens: int,
                      latency_s: float, ttft_s: float | None) -> None:

@@ -1,7 +1,9 @@
 """Checks an adapter must pass before it reaches the engine.
 
 Each check returns a clear message saying what is wrong and how to fix it. A failed check raises `PreflightError`
-and nothing is sent to the engine, so a bad adapter can never take the server down.
+and nothing is sent to the engine, so a bad adapter can never take the server down. Checks: a recorded content
+hash that the files match, the base model, rank, target modules, no `modules_to_save`, readable safetensors whose
+shapes fit the base model and whose values are finite and within float16's range. Tensors are read one at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from pathlib import Path
 from core.registry import META_FILE, adapter_content_hash
 
 SUPPORTED_TARGET_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+# The largest weight magnitude preflight accepts: float16's largest finite value. A LoRA weight beyond it becomes
+# inf in a float16 engine, and no training run produces one; inside vLLM one request's non-finite activations
+# corrupt state shared with other models' requests, so such adapters must never load.
+MAX_ABS_WEIGHT = 65504.0
 
 
 class PreflightError(ValueError):
@@ -70,6 +76,11 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
     config = _adapter_config(path)
     meta_path = path / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if not meta.get("content_sha256"):
+        # Without a recorded hash nothing ties the files served to the files that were checked and trained.
+        raise PreflightError(
+            "content_hash", f"{META_FILE} records no content_sha256, so the adapter files cannot be verified. "
+            "Register the adapter with `palate adapters add PATH --name NAME`, which checks it and records one.")
 
     recorded_base = (meta.get("base_model") or {}).get("weights_sha256")
     if recorded_base and recorded_base != base.weights_sha256:
@@ -102,8 +113,8 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
         raise PreflightError("files", "adapter_model.safetensors is missing (only safetensors adapters are served).")
     _check_weights(weights, base)
 
-    expected = meta.get("content_sha256")
-    if expected and adapter_content_hash(path) != expected:
+    expected = meta["content_sha256"]
+    if adapter_content_hash(path) != expected:
         raise PreflightError(
             "content_hash", "the adapter files do not match the content hash in palate.json: they changed after "
             "registration or were corrupted. Re-register or retrain the adapter.")
@@ -116,13 +127,30 @@ def _check_weights(weights: Path, base: BaseModelFacts) -> None:
     try:
         with safe_open(str(weights), framework="pt") as handle:
             for key in handle.keys():
-                tensor = handle.get_tensor(key)  # reads the bytes: catches truncation, not just a bad header
+                tensor = handle.get_tensor(key)  # one tensor at a time; reads the bytes: catches truncation too
                 _check_shape(key, tuple(tensor.shape), base)
+                _check_finite(key, tensor)
     except PreflightError:
         raise
     except Exception as exc:
         raise PreflightError("safetensors", f"adapter_model.safetensors is unreadable ({exc}); the file is "
                                             "corrupted or truncated. Re-copy or retrain the adapter.") from None
+
+
+def _check_finite(key: str, tensor) -> None:  # noqa: ANN001 - a torch tensor
+    """Refuse NaN, infinite and out-of-range values (MAX_ABS_WEIGHT), naming the tensor."""
+    import torch
+
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        nan = int(torch.isnan(tensor).sum())
+        inf = int((~finite).sum()) - nan
+        raise PreflightError("finite", f"tensor {key} holds {nan} NaN and {inf} infinite value(s); the adapter is "
+                                       "numerically broken (diverged training?). Retrain it or use an earlier version.")
+    largest = float(tensor.abs().max()) if tensor.numel() else 0.0
+    if largest > MAX_ABS_WEIGHT:
+        raise PreflightError("finite", f"tensor {key} holds a value of magnitude {largest:.3g}, above "
+                                       f"{MAX_ABS_WEIGHT:g}; it would overflow to infinity in the engine. Retrain it.")
 
 
 def _check_shape(key: str, shape: tuple[int, ...], base: BaseModelFacts) -> None:

