@@ -45,7 +45,9 @@ def install(app: FastAPI, config: PalateConfig) -> None:
             from ui.app import build_arena_ui
             from ui.context import CSS
 
-            gr.mount_gradio_app(app, build_arena_ui(server_url=None, arena_config=arena_config), path=ARENA_PATH,
+            keys = getattr(app.state, "api_keys", None)  # with API keys on, the page calls the API with its own key
+            ui = build_arena_ui(server_url=None, arena_config=arena_config, api_key=keys.ui_key if keys else None)
+            gr.mount_gradio_app(app, ui, path=ARENA_PATH,
                                 css=CSS)
         except Exception:  # noqa: BLE001
             log.exception("the arena UI could not be mounted at %s; the API keeps serving", ARENA_PATH)
