@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -56,7 +56,14 @@ class VllmConfig(_Strict):
     cpu_threads: int | None = Field(None, description="OMP threads for the CPU engine; None lets vLLM decide.")
     enable_lora: bool = Field(True, description="Serve LoRA adapters (the point of Palate); off only for benchmarks.")
     max_loras: int = Field(4, description="Adapters active in one batch.")
-    max_lora_rank: int = Field(32, description="Largest LoRA rank the engine accepts; bigger adapters are rejected.")
+    max_lora_rank: int | None = Field(
+        None, description="Largest LoRA rank the engine accepts, one of vLLM's sizes (1, 8, 16, 32, 64, 128, 256, "
+        "320, 512); preflight refuses bigger adapters. None: the largest rank in the adapter registry when the config "
+        "is loaded, rounded up to one of those sizes (32, the largest rank Palate trains, for an empty registry), so "
+        "rank-16 adapters are not padded to 32.")
+    fast_cpu_lora: bool = Field(
+        True, description="On CPU, run LoRA through Palate's grouped kernels (server/engines/cpu_lora.py) instead of "
+        "vLLM's own; false: vLLM's. No effect on other platforms (the server log says so).")
     max_cpu_loras: int = Field(8, description="Adapters kept in the engine's CPU cache.")
     tensor_parallel_size: int = Field(1, description="GPUs per model replica (CUDA only).")
     pipeline_parallel_size: int = Field(1, description="Pipeline stages (CUDA only).")
@@ -65,6 +72,44 @@ class VllmConfig(_Strict):
         None, description="Split long prompts across engine steps. None: off on CPU (vLLM 0.32's CPU worker dies on "
                           "a seeded request whose prompt was split: it rewinds a CPU generator's offset), on elsewhere.")
     seed: int = Field(0, description="Engine seed.")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _a_rank_vllm_accepts(cls, value: int | None) -> int | None:
+        if value is not None and value not in VLLM_LORA_RANKS:
+            raise ValueError(f"{value} is not a LoRA rank vLLM accepts; use one of {list(VLLM_LORA_RANKS)} or null "
+                             "(the largest rank in the registry, rounded up)")
+        return value
+
+
+# vLLM 0.32's accepted max_lora_rank values (vllm.config.lora.MaxLoRARanks; a test keeps the two equal).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+EMPTY_REGISTRY_LORA_RANK = 32  # the largest rank Palate's training accepts (training/config.py MAX_LORA_RANK)
+
+
+def auto_max_lora_rank(ranks: list[int]) -> int:
+    """The smallest rank vLLM accepts that holds every rank in `ranks`; EMPTY_REGISTRY_LORA_RANK when none."""
+    largest = max(ranks, default=0)
+    if not largest:
+        return EMPTY_REGISTRY_LORA_RANK
+    fitting = [r for r in VLLM_LORA_RANKS if r >= largest]
+    return fitting[0] if fitting else largest  # beyond vLLM's sizes: the engine refuses it with its own message
+
+
+def registry_lora_ranks(root: Path) -> list[int]:
+    """Every LoRA rank (r and rank_pattern values) of every version in the registry at `root`; unreadable adapter
+    configs are skipped here (preflight reports them when they are loaded)."""
+    from core.registry import AdapterRegistry
+
+    registry, ranks = AdapterRegistry(root), []
+    for name in registry.names():
+        for number in registry.versions(name):
+            try:
+                config = registry.get(name, number).adapter_config()
+                ranks += [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+    return ranks
 
 
 class AdmissionConfig(_Strict):
@@ -119,6 +164,13 @@ class ServerConfig(_Strict):
         "'ignore' (for lenient clients; the ignored names come back in the x-palate-ignored-fields header).")
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)
+
+    @model_validator(mode="after")
+    def _fit_lora_rank_to_registry(self) -> "ServerConfig":
+        # vllm.max_lora_rank null: the largest rank in this server's registry now, rounded up (VllmConfig docs it)
+        if self.vllm.max_lora_rank is None:
+            self.vllm.max_lora_rank = auto_max_lora_rank(registry_lora_ranks(_resolve(self.adapter_root)))
+        return self
 
     def resolved_admin_token(self) -> str | None:
         return os.environ.get("PALATE_ADMIN_TOKEN") or self.admin_token

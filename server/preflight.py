@@ -94,7 +94,8 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
     if max(ranks) > max_lora_rank:
         raise PreflightError(
             "rank", f"LoRA rank {max(ranks)} is above the engine's max_lora_rank {max_lora_rank}. Retrain with "
-            f"r <= {max_lora_rank} or raise server.vllm.max_lora_rank in configs/server.yaml (restart needed).")
+            f"r <= {max_lora_rank}, or restart the server: with server.vllm.max_lora_rank null (the default) it "
+            "fits the largest rank in the registry at start-up; a number there is a fixed limit.")
 
     targets = config.get("target_modules") or []
     targets = [targets] if isinstance(targets, str) else list(targets)

@@ -55,50 +55,59 @@ WRAPPER_QUALNAME = "server.engines.cpu_lora.PalatePunicaWrapper"
 VLLM_CPU_WRAPPER_QUALNAME = "vllm.lora.punica_wrapper.punica_cpu.PunicaWrapperCPU"
 
 Rows = slice | torch.Tensor  # a contiguous run of token rows, or the index tensor of scattered ones
+SMALL_GROUP = 64  # up to this many tokens a group's slices expand in one block-diagonal matmul (fewer ops, wasted
+                  # FLOPs negligible); above it, one matmul per slice (FLOPs dominate)
 
 
 @dataclass(frozen=True)
-class TokenGroup:
-    """The tokens of one LoRA slot: `rows` of x/y (a slice when contiguous, else a LongTensor), `count` of them."""
+class TokenPlan:
+    """Where each adapter's tokens are, computed once per engine step. `rows` selects every token that has an
+    adapter, ordered slot by slot (a slice when that is a contiguous run of rows, else an index tensor);
+    `groups` holds (slot, start, stop): that slot's tokens are positions start:stop of the selection."""
 
-    slot: int
     rows: Rows
+    groups: tuple[tuple[int, int, int], ...]
     count: int
 
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        return t[self.rows] if isinstance(self.rows, slice) else t.index_select(0, self.rows)
 
-def group_tokens(slot_of_token: Sequence[int] | torch.Tensor) -> tuple[TokenGroup, ...]:
-    """Group token positions by LoRA slot; slot -1 (no adapter) is left out, so its rows are never touched."""
+    def add_to(self, y: torch.Tensor, values: torch.Tensor) -> None:
+        """y[rows] += values with one rounding to y's dtype; y may be a column slice (strided view) of the output."""
+        if isinstance(self.rows, slice):
+            y[self.rows].add_(values)
+        else:
+            y.index_add_(0, self.rows, values if values.dtype == y.dtype else values.to(y.dtype))
+
+    def put_to(self, y: torch.Tensor, values: torch.Tensor) -> None:
+        if isinstance(self.rows, slice):
+            y[self.rows].copy_(values)
+        else:
+            y.index_copy_(0, self.rows, values if values.dtype == y.dtype else values.to(y.dtype))
+
+
+NO_TOKENS = TokenPlan(slice(0, 0), (), 0)
+
+
+def plan_tokens(slot_of_token: Sequence[int] | torch.Tensor) -> TokenPlan:
+    """Group token positions by LoRA slot; slot -1 (no adapter) is left out, so its rows are never read or written."""
     slots = slot_of_token.tolist() if isinstance(slot_of_token, torch.Tensor) else list(slot_of_token)
     positions: dict[int, list[int]] = {}
     for position, slot in enumerate(slots):
         if slot >= 0:
             positions.setdefault(slot, []).append(position)
+    if not positions:
+        return NO_TOKENS
+    order: list[int] = []
     groups = []
     for slot, rows in positions.items():
-        if rows[-1] - rows[0] + 1 == len(rows):  # one contiguous run (a prefill, or a batch of one adapter): a view
-            groups.append(TokenGroup(slot, slice(rows[0], rows[-1] + 1), len(rows)))
-        else:
-            groups.append(TokenGroup(slot, torch.tensor(rows, dtype=torch.long), len(rows)))
-    return tuple(groups)
-
-
-def _take(t: torch.Tensor, rows: Rows) -> torch.Tensor:
-    return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
-
-
-def _add_rows(y: torch.Tensor, rows: Rows, values: torch.Tensor) -> None:
-    """y[rows] += values, rounding once to y's dtype; y may be a column slice (a strided view) of the output."""
-    if isinstance(rows, slice):
-        y[rows].add_(values)
+        groups.append((slot, len(order), len(order) + len(rows)))
+        order.extend(rows)
+    if order == list(range(order[0], order[0] + len(order))):  # already one run in order: views, no gather
+        rows: Rows = slice(order[0], order[0] + len(order))
     else:
-        y.index_add_(0, rows, values.to(y.dtype))
-
-
-def _put_rows(y: torch.Tensor, rows: Rows, values: torch.Tensor) -> None:
-    if isinstance(rows, slice):
-        y[rows].copy_(values)
-    else:
-        y.index_copy_(0, rows, values.to(y.dtype))
+        rows = torch.tensor(order, dtype=torch.long)
+    return TokenPlan(rows, tuple(groups), len(order))
 
 
 def _slot(stacked: torch.Tensor, slot: int) -> torch.Tensor:
@@ -118,46 +127,62 @@ def effective_rank(a: torch.Tensor, b: torch.Tensor) -> int:
     return _last_nonzero((a != 0).any(dim=1) & (b != 0).any(dim=0))
 
 
+def trimmed_a(a_stacked: torch.Tensor, slot: int) -> torch.Tensor:
+    """fp32 (r, d_in): the slot's A without its trailing zero rows."""
+    a = _slot(a_stacked, slot)
+    return a[: _last_nonzero((a != 0).any(dim=1))].float().contiguous()
+
+
+def trimmed_b(b_stacked: torch.Tensor, slot: int) -> torch.Tensor:
+    """fp32 (n, r): the slot's B without its trailing zero columns."""
+    b = _slot(b_stacked, slot)
+    return b[:, : _last_nonzero((b != 0).any(dim=0))].float().contiguous()
+
+
 # ---- the kernels (pure: weights in, output updated in place) -------------------------------------------------------
-def shrink(out: torch.Tensor, x: torch.Tensor, a_by_slot: dict[int, torch.Tensor], groups: Sequence[TokenGroup],
+def shrink(out: torch.Tensor, x: torch.Tensor, a_by_slot: dict[int, torch.Tensor], plan: TokenPlan,
            scale: float) -> None:
-    """out[t, :r_s] += scale * x[t] @ A[s].T for every grouped token; `A[s]` is fp32 (r_s, d_in), `out` is fp32."""
-    for group in groups:
-        a = a_by_slot.get(group.slot)
-        if a is None or a.shape[0] == 0:
-            continue
-        h = _take(x, group.rows).float() @ a.T
-        if scale != 1.0:
-            h.mul_(scale)
-        _add_rows(out[:, : a.shape[0]], group.rows, h)
+    """out[t, :r_s] += scale * x[t] @ A[s].T for every planned token; `A[s]` is fp32 (r_s, d_in), `out` fp32."""
+    if not plan.count:
+        return
+    xs = plan.take(x).float()
+    h = torch.zeros(plan.count, out.shape[1])
+    for slot, start, stop in plan.groups:
+        a = a_by_slot.get(slot)
+        if a is not None and a.shape[0]:
+            h[start:stop, : a.shape[0]] = xs[start:stop] @ a.T
+    if scale != 1.0:
+        h.mul_(scale)
+    plan.add_to(out, h)
 
 
-def expand(out: torch.Tensor, h: torch.Tensor, b_by_slot: dict[int, torch.Tensor], groups: Sequence[TokenGroup],
-           offset: int, add: bool = True) -> None:
-    """out[t, offset:offset+n] (+)= h[t, :r_s] @ B[s].T for every grouped token; `B[s]` is fp32 (n, r_s). With
-    add=False those rows are overwritten instead; rows of ungrouped tokens are never touched."""
-    for group in groups:
-        b = b_by_slot.get(group.slot)
-        if b is None:
-            continue
-        target = out[:, offset: offset + b.shape[0]]
-        if b.shape[1] == 0:
-            if not add:
-                _put_rows(target, group.rows, torch.zeros(group.count, b.shape[0]))
-            continue
-        delta = _take(h, group.rows)[:, : b.shape[1]].float() @ b.T
-        (_add_rows if add else _put_rows)(target, group.rows, delta)
+def expand(out: torch.Tensor, h: torch.Tensor, b_by_slot: dict[int, torch.Tensor], plan: TokenPlan,
+           offset: int, width: int, add: bool = True) -> None:
+    """out[t, offset:offset+width] (+)= h[t, :r_s] @ B[s].T for every planned token; `B[s]` is fp32 (width, r_s).
+    With add=False those rows are overwritten instead; rows of tokens without an adapter are never touched."""
+    if not plan.count:
+        return
+    hs = plan.take(h).float()
+    delta = torch.zeros(plan.count, width)
+    for slot, start, stop in plan.groups:
+        b = b_by_slot.get(slot)
+        if b is not None and b.shape[1]:
+            torch.mm(hs[start:stop, : b.shape[1]], b.T, out=delta[start:stop])
+    target = out[:, offset: offset + width]
+    (plan.add_to if add else plan.put_to)(target, delta)
 
 
 @dataclass(frozen=True)
 class FusedSlot:
-    """One slot of one LoRA linear layer, ready for `lora_linear`: the slices' A matrices stacked (fp32,
-    (sum_k r_k, d_in)) and, per slice, its B (fp32, (n_k, r_k)), its columns in h and its offset in y."""
+    """One slot of one LoRA linear layer, ready for `lora_linear`, in fp32 with trailing zero rank components
+    dropped: the slices' A matrices stacked (sum_k r_k, d_in); per slice its B (n_k, r_k), its columns in h and its
+    offset in y; and all slices' B as one block-diagonal (sum_k n_k, sum_k r_k) matrix for small groups."""
 
     a: torch.Tensor
     b: tuple[torch.Tensor, ...]
     h_cols: tuple[tuple[int, int], ...]
     y_offsets: tuple[int, ...]
+    b_block: torch.Tensor
 
 
 def fuse_slot(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tensor], slot: int,
@@ -177,23 +202,38 @@ def fuse_slot(a_stacked: Sequence[torch.Tensor], b_stacked: Sequence[torch.Tenso
         offset += width
     if not a_parts:
         return None
-    return FusedSlot(torch.cat(a_parts).contiguous(), tuple(b_parts), tuple(cols), tuple(offsets))
+    block = torch.zeros(offset, column)
+    for b, (start, stop), y_offset in zip(b_parts, cols, offsets):
+        block[y_offset: y_offset + b.shape[0], start:stop] = b
+    return FusedSlot(torch.cat(a_parts).contiguous(), tuple(b_parts), tuple(cols), tuple(offsets), block)
 
 
-def lora_linear(y: torch.Tensor, x: torch.Tensor, fused: dict[int, FusedSlot | None], groups: Sequence[TokenGroup],
-                scale: float, offset_start: int = 0) -> None:
-    """y[t, offset_start + o_k : ... + n_k] += scale * (x[t] @ A_k[s].T) @ B_k[s].T for every grouped token and slice:
-    one shrink matmul for all slices, one expand matmul per slice, one rounding into y."""
-    for group in groups:
-        weights = fused.get(group.slot)
+def lora_linear(y: torch.Tensor, x: torch.Tensor, fused: dict[int, FusedSlot | None], plan: TokenPlan,
+                scale: float, width: int, offset_start: int = 0) -> None:
+    """y[t, offset_start : offset_start + width] += scale * (x[t] @ A[s].T) @ B[s].T, all slices side by side, for
+    every planned token: one gather, per adapter one shrink matmul and one (small groups) or K expand matmuls, one
+    scatter-add rounding into y."""
+    if not plan.count:
+        return
+    xs = plan.take(x).float()
+    delta = torch.empty(plan.count, width)
+    for slot, start, stop in plan.groups:
+        weights = fused.get(slot)
         if weights is None:
+            delta[start:stop].zero_()
             continue
-        h = _take(x, group.rows).float() @ weights.a.T
+        h = xs[start:stop] @ weights.a.T
         if scale != 1.0:
             h.mul_(scale)
-        for b, (start, stop), offset in zip(weights.b, weights.h_cols, weights.y_offsets):
-            begin = offset_start + offset
-            _add_rows(y[:, begin: begin + b.shape[0]], group.rows, h[:, start:stop] @ b.T)
+        if stop - start <= SMALL_GROUP or len(weights.b) == 1:
+            torch.mm(h, weights.b_block.T, out=delta[start:stop])
+            continue
+        rows = delta[start:stop]
+        if sum(b.shape[0] for b in weights.b) != width:  # a slice without LoRA in this slot: no write covers it
+            rows.zero_()
+        for b, (c0, c1), offset in zip(weights.b, weights.h_cols, weights.y_offsets):
+            torch.mm(h[:, c0:c1], b.T, out=rows[:, offset: offset + b.shape[0]])
+    plan.add_to(y[:, offset_start: offset_start + width], delta)
 
 
 # ---- the vLLM wrapper --------------------------------------------------------------------------------------------
@@ -219,106 +259,94 @@ class PalatePunicaWrapper(_vllm_cpu_wrapper_cls()):  # type: ignore[misc]
 
     def __init__(self, max_num_batched_tokens: int, max_batches: int, device: torch.device | str, **kwargs: Any):
         super().__init__(max_num_batched_tokens, max_batches, device, **kwargs)
-        self._token_groups: tuple[TokenGroup, ...] = ()
-        self._token_count = 0
+        self._plan = NO_TOKENS
+        self._plan_rows = 0
         self._slot_ids: tuple[int | None, ...] = ()
         # (id of the layer's weight tuple or tensor, slot) -> (that object, stamp, prepared weights); holding the
         # object keeps its id from being reused by another one while the entry exists
         self._weights: dict[tuple[int, int], tuple[Any, tuple, Any]] = {}
         if not PalatePunicaWrapper._announced:
             PalatePunicaWrapper._announced = True
-            log.info("Palate CPU LoRA kernels active (grouped fp32 matmuls; set server.vllm.fast_cpu_lora: false "
-                     "for vLLM's own)")
+            log.info("Palate CPU LoRA kernels active (grouped fp32 matmuls; server.vllm.fast_cpu_lora: false "
+                     "switches back to vLLM's own)")
 
     def update_metadata(self, mapping: Any, lora_index_to_id: list[int | None], max_loras: int, vocab_size: int,
                         **kwargs: Any) -> None:
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         indices = self.token_lora_indices
-        self._token_count = int(indices.shape[0])
-        self._token_groups = group_tokens(indices)
+        self._plan_rows = int(indices.shape[0])
+        self._plan = plan_tokens(indices)
         self._slot_ids = tuple(lora_index_to_id)
 
     # -- helpers --
-    def _groups_for(self, rows: int) -> tuple[TokenGroup, ...]:
-        if rows == self._token_count:
-            return self._token_groups
-        # A layer saw a different row count than the step's mapping (padding): rows past the mapping get no adapter.
-        return group_tokens(self.token_lora_indices[:rows].tolist() + [-1] * max(0, rows - self._token_count))
-
-    def _stamp(self, slot: int, tensors: Sequence[torch.Tensor]) -> tuple:
-        slot_id = self._slot_ids[slot] if slot < len(self._slot_ids) else None
-        return (slot_id, *(_version(t) for t in tensors))
+    def _plan_for(self, rows: int) -> TokenPlan:
+        if rows == self._plan_rows:
+            return self._plan
+        # A layer saw another row count than the step's mapping (padding): rows past the mapping get no adapter.
+        slots = self.token_lora_indices[:rows].tolist()
+        return plan_tokens(slots + [-1] * (rows - len(slots)))
 
     def _cached(self, key_obj: Any, slot: int, tensors: Sequence[torch.Tensor], build) -> Any:
+        """Prepared weights of one slot of one layer, rebuilt when the slot holds another adapter (its LoRA id
+        changed) or its tensors were written (version counters)."""
         key = (id(key_obj), slot)
-        stamp = self._stamp(slot, tensors)
+        stamp = (self._slot_ids[slot] if slot < len(self._slot_ids) else None, *(_version(t) for t in tensors))
         hit = self._weights.get(key)
         if hit is not None and hit[0] is key_obj and hit[1] == stamp:
             return hit[2]
-        value = build()
+        value = build(slot)
         self._weights[key] = (key_obj, stamp, value)
         return value
 
-    def _a_weights(self, a_stacked: torch.Tensor, groups: Sequence[TokenGroup]) -> dict[int, torch.Tensor]:
-        def build(slot: int):
-            a = _slot(a_stacked, slot)
-            return a[: _last_nonzero((a != 0).any(dim=1))].float().contiguous()
-
-        return {g.slot: self._cached(a_stacked, g.slot, (a_stacked,), lambda s=g.slot: build(s)) for g in groups}
-
-    def _b_weights(self, b_stacked: torch.Tensor, groups: Sequence[TokenGroup]) -> dict[int, torch.Tensor]:
-        def build(slot: int):
-            b = _slot(b_stacked, slot)
-            return b[:, : _last_nonzero((b != 0).any(dim=0))].float().contiguous()
-
-        return {g.slot: self._cached(b_stacked, g.slot, (b_stacked,), lambda s=g.slot: build(s)) for g in groups}
+    def _per_slot(self, key_obj: Any, tensors: Sequence[torch.Tensor], plan: TokenPlan, build) -> dict[int, Any]:
+        return {slot: self._cached(key_obj, slot, tensors, build) for slot, _, _ in plan.groups}
 
     # -- the ops vLLM's layers call --
     def add_shrink(self, y: tuple[torch.Tensor, ...] | torch.Tensor, x: torch.Tensor,
                    lora_a_stacked: tuple[torch.Tensor, ...], scale: float, **kwargs: Any) -> None:
         """y[k][t] += scale * x[t] @ A_k[s(t)].T for each slice k (y: fp32 buffers, one per slice)."""
         x = x.view(-1, x.shape[-1])
-        groups = self._groups_for(x.shape[0])
+        plan = self._plan_for(x.shape[0])
         for k, a_stacked in enumerate(lora_a_stacked):
             out = y[k]
-            shrink(out.view(-1, out.shape[-1]), x, self._a_weights(a_stacked, groups), groups, scale)
+            a_by_slot = self._per_slot(a_stacked, (a_stacked,), plan, lambda s, a=a_stacked: trimmed_a(a, s))
+            shrink(out.view(-1, out.shape[-1]), x, a_by_slot, plan, scale)
 
     def add_expand(self, y: torch.Tensor, x: tuple[torch.Tensor, ...] | torch.Tensor,
                    lora_b_stacked: tuple[torch.Tensor, ...], output_slices: tuple[int, ...], offset_start: int = 0,
                    add_inputs: bool = True, **kwargs: Any) -> None:
         """y[t, offset:offset+n_k] += x[k][t] @ B_k[s(t)].T, slices side by side from offset_start."""
         out = y.view(-1, y.shape[-1])
-        groups = self._groups_for(out.shape[0])
+        plan = self._plan_for(out.shape[0])
         offset = offset_start
         for k, (b_stacked, width) in enumerate(zip(lora_b_stacked, output_slices)):
             h = x[k]
-            h = h.view(-1, h.shape[-1])
-            b_by_slot = {s: b[:width] for s, b in self._b_weights(b_stacked, groups).items()}
-            expand(out, h, b_by_slot, groups, offset, add=add_inputs)
+            b_by_slot = self._per_slot(b_stacked, (b_stacked,), plan, lambda s, b=b_stacked: trimmed_b(b, s))
+            expand(out, h.view(-1, h.shape[-1]), {s: b[:width] for s, b in b_by_slot.items()}, plan, offset, width,
+                   add=add_inputs)
             offset += width
 
     def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: tuple[torch.Tensor, ...],
                         lora_b_stacked: tuple[torch.Tensor, ...], scale: float, output_slices: tuple[int, ...], *,
                         buffer: tuple[torch.Tensor, ...] | None = None, **kwargs: Any) -> None:
-        """y[t] += scale * x[t] @ A[s(t)].T @ B[s(t)].T, slice by slice. `buffer` is an intermediate vLLM would use;
-        the grouped kernel keeps its own per group, so none is needed."""
+        """y[t] += scale * x[t] @ A[s(t)].T @ B[s(t)].T, slice by slice. `buffer` is the intermediate vLLM's own
+        kernels would use; the grouped kernel makes its own per step, so it is not needed."""
         out = y.view(-1, y.shape[-1])
         x = x.view(-1, x.shape[-1])
-        groups = self._groups_for(x.shape[0])
-        if not groups:
+        plan = self._plan_for(x.shape[0])
+        if not plan.count:
             return
-        tensors = (*lora_a_stacked, *lora_b_stacked)
-        fused = {g.slot: self._cached(lora_a_stacked, g.slot, tensors,
-                                      lambda s=g.slot: fuse_slot(lora_a_stacked, lora_b_stacked, s, output_slices))
-                 for g in groups}
-        lora_linear(out, x, fused, groups, scale, kwargs.get("offset_start", 0))
+        fused = self._per_slot(lora_a_stacked, (*lora_a_stacked, *lora_b_stacked), plan,
+                               lambda s: fuse_slot(lora_a_stacked, lora_b_stacked, s, output_slices))
+        lora_linear(out, x, fused, plan, scale, sum(output_slices), kwargs.get("offset_start", 0))
 
     def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
                            add_inputs: bool = True, **kwargs: Any) -> None:
         """y[t] += x[t] @ B[s(t)].T (the embedding layer's expand; x already holds each token's A row)."""
         out = y.view(-1, y.shape[-1])
-        groups = self._groups_for(out.shape[0])
-        expand(out, x.view(-1, x.shape[-1]), self._b_weights(lora_b_stacked, groups), groups, 0, add=add_inputs)
+        plan = self._plan_for(out.shape[0])
+        b_by_slot = self._per_slot(lora_b_stacked, (lora_b_stacked,), plan, lambda s: trimmed_b(lora_b_stacked, s))
+        expand(out, x.view(-1, x.shape[-1]), b_by_slot, plan, 0, out.shape[1], add=add_inputs)
 
     def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor,
                         lora_b_stacked: torch.Tensor, scale, *, buffer: torch.Tensor | None = None,
@@ -326,12 +354,12 @@ class PalatePunicaWrapper(_vllm_cpu_wrapper_cls()):  # type: ignore[misc]
         """logits[i] += scale * x[i] @ A[s(i)].T @ B[s(i)].T, one row per sampled position (sampler indices)."""
         out = y.view(-1, y.shape[-1])
         x = x.view(-1, x.shape[-1])
-        groups = group_tokens(self.sampler_indices[: x.shape[0]])
-        a_by_slot = self._a_weights(lora_a_stacked, groups)
-        h = torch.zeros(x.shape[0], lora_a_stacked.shape[-2], dtype=torch.float32)
-        shrink(h, x, a_by_slot, groups, scale)
-        b_by_slot = {s: b[: out.shape[1]] for s, b in self._b_weights(lora_b_stacked, groups).items()}
-        expand(out, h, b_by_slot, groups, 0, add=True)
+        plan = plan_tokens(self.sampler_indices[: x.shape[0]])
+        a_by_slot = self._per_slot(lora_a_stacked, (lora_a_stacked,), plan, lambda s: trimmed_a(lora_a_stacked, s))
+        b_by_slot = self._per_slot(lora_b_stacked, (lora_b_stacked,), plan, lambda s: trimmed_b(lora_b_stacked, s))
+        h = torch.zeros(x.shape[0], lora_a_stacked.shape[-2])
+        shrink(h, x, a_by_slot, plan, scale)
+        expand(out, h, {s: b[: out.shape[1]] for s, b in b_by_slot.items()}, plan, 0, out.shape[1], add=True)
 
 
 # ---- installation (the vllm.general_plugins entry point) --------------------------------------------------------

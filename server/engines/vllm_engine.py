@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from core.config import VllmConfig
+from core.config import EMPTY_REGISTRY_LORA_RANK, VllmConfig
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
                                  TokenLogprob)
 
@@ -56,7 +56,8 @@ class VllmEngine:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             enable_lora=cfg.enable_lora,
             max_loras=cfg.max_loras,
-            max_lora_rank=cfg.max_lora_rank,
+            # None only when a VllmConfig was built by hand, not loaded (load_config fills it from the registry)
+            max_lora_rank=cfg.max_lora_rank or EMPTY_REGISTRY_LORA_RANK,
             max_cpu_loras=cfg.max_cpu_loras,
             tensor_parallel_size=cfg.tensor_parallel_size,
             pipeline_parallel_size=cfg.pipeline_parallel_size,
@@ -80,9 +81,28 @@ class VllmEngine:
 
         from server.engines.lifeline import claim_engine
 
+        self._choose_lora_kernels()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         claim_engine()  # the engine's processes watch this one and die with it, even on SIGKILL (lifeline.py)
         self._llm = AsyncLLM.from_engine_args(self.engine_args())
+
+    def _choose_lora_kernels(self) -> None:
+        """Tell the engine processes (through the environment they inherit) whether to use Palate's CPU LoRA kernels;
+        server/engines/cpu_lora.py reads it there. Set, not defaulted: this engine's config decides."""
+        from vllm.platforms import current_platform
+
+        from server.engines.cpu_lora import ENV_SWITCH
+
+        on_cpu = current_platform.is_cpu()
+        fast = self.cfg.enable_lora and self.cfg.fast_cpu_lora and on_cpu
+        os.environ[ENV_SWITCH] = "1" if fast else "0"
+        if not self.cfg.enable_lora:
+            return
+        if not on_cpu:
+            log.info("vllm.fast_cpu_lora has no effect on %s: vLLM's own LoRA kernels", current_platform.device_name)
+        else:
+            log.info("LoRA kernels: %s; max_lora_rank %s", "Palate's grouped CPU kernels (vllm.fast_cpu_lora)" if fast
+                     else "vLLM's own (vllm.fast_cpu_lora: false)", self.cfg.max_lora_rank or EMPTY_REGISTRY_LORA_RANK)
 
     async def shutdown(self) -> None:
         if self._llm is not None:
