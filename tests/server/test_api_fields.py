@@ -24,20 +24,25 @@ def _post(app, path: str, body, **kwargs) -> httpx.Response:
     return asyncio.run(go())
 
 
-class _Tokenizer(FakeTokenizer):
-    def __len__(self) -> int:  # a vocabulary of 100 ids
+class VocabTokenizer(FakeTokenizer):
+    """The arena's fake tokenizer plus what /tokenize and /detokenize use: a vocabulary of 100 ids."""
+
+    def __len__(self) -> int:
         return 100
 
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [f"t{i}" for i in ids]
 
-class _Engine(FakeEngine):
+
+class VocabFakeEngine(FakeEngine):
     def __init__(self):
         super().__init__()
-        self._tokenizer = _Tokenizer()
+        self._tokenizer = VocabTokenizer()
 
 
 @pytest.fixture
 def engine():
-    return _Engine()
+    return VocabFakeEngine()
 
 
 @pytest.fixture
