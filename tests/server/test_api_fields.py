@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -229,3 +230,22 @@ def test_tokenize_and_detokenize(app, engine):
     assert _error(_post(app, "/tokenize", {"model": "nope", "prompt": "x"}), 404)["param"] == "model"
     assert _error(_post(app, "/tokenize", {"messages": [{"role": "tool", "content": "x"}]}))["param"] == \
         "messages[0].role"
+
+
+def test_the_remote_engine_passes_every_field_under_vllms_name():
+    from server.engines.base import Sampling
+    from server.engines.remote_engine import RemoteEngine
+
+    engine = RemoteEngine("http://vllm", Path("."))  # builds the body only; no call is made
+
+    body = engine.request_body([1, 2], Sampling(frequency_penalty=1.0, presence_penalty=0.5, repetition_penalty=1.2,
+                                                top_k=5, min_p=0.1, min_tokens=3, logit_bias={7: -1.0},
+                                                stop_token_ids=[9], ignore_eos=True,
+                                                json_schema={"type": "object"}), None)
+    assert {k: body[k] for k in ("frequency_penalty", "presence_penalty", "repetition_penalty", "top_k", "min_p",
+                                 "min_tokens", "logit_bias", "stop_token_ids", "ignore_eos")} == {
+        "frequency_penalty": 1.0, "presence_penalty": 0.5, "repetition_penalty": 1.2, "top_k": 5, "min_p": 0.1,
+        "min_tokens": 3, "logit_bias": {"7": -1.0}, "stop_token_ids": [9], "ignore_eos": True}
+    assert body["response_format"]["json_schema"]["schema"] == {"type": "object"} and body["stream"]
+    scored = engine.request_body([1, 2], Sampling(prompt_logprobs=1), None)
+    assert scored["prompt_logprobs"] == 1 and "stream" not in scored  # vLLM has prompt log-probs only unstreamed
