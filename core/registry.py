@@ -4,6 +4,7 @@ Layout under the registry root (default `adapters/`):
 
     adapters/<name>/<version>/            PEFT files (adapter_config.json, adapter_model.safetensors) + palate.json
     adapters/aliases.json                 {"sft": "sft@1", "dpo": "dpo@2"} - rewritten atomically (temp + rename)
+    adapters/promotions.jsonl             one line per alias move: from, to, the evidence or `forced` (append-only)
 
 Versions are positive integers and immutable: writing a version that exists is an error. A new version is staged in
 a temporary directory and renamed into place, so readers never see a half-written adapter.
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 ALIASES_FILE = "aliases.json"
 META_FILE = "palate.json"
+# Added in registry format 2: a registry without it (format 1) simply has no promotion records yet.
+PROMOTIONS_FILE = "promotions.jsonl"
 # The one name pattern for adapters and aliases (see the module docstring); `..` is refused separately.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RULE = ("1-64 letters, digits, '-', '_' or '.', starting with a letter or digit, without '..' "
@@ -233,3 +236,44 @@ class AdapterRegistry:
         aliases = self.aliases()
         aliases[alias] = target
         _atomic_write_json(self.root / ALIASES_FILE, aliases)
+
+    # ---- promotion records ----------------------------------------------------------------------------------------
+    def promotions(self) -> list[dict[str, Any]]:
+        """Every recorded alias move, oldest first (empty for a registry written before promotions existed)."""
+        path = self.root / PROMOTIONS_FILE
+        if not path.is_file():
+            return []
+        records = []
+        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line after a crash: skip it, keep the rest
+                log.warning("%s:%d: unreadable promotion record skipped", path, line_no)
+        return records
+
+    def promotion_of(self, ref: str, alias: str | None = None) -> dict[str, Any] | None:
+        """The latest record that moved an alias (`alias`, or any) to `ref`, or None."""
+        for record in reversed(self.promotions()):
+            if record.get("to") == ref and (alias is None or record.get("alias") == alias):
+                return record
+        return None
+
+    def promote(self, alias: str, target: str, evidence: dict[str, Any], forced: bool = False) -> dict[str, Any]:
+        """Record why `alias` moves to `target` (the evidence, or that it was forced), then move it atomically.
+        The record is written (and fsynced) first: an alias never points somewhere without a reason on file."""
+        check_name(alias, "alias")
+        record = {"alias": alias, "from": self.aliases().get(alias), "to": target, "forced": bool(forced),
+                  "evidence": evidence, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        name, version = parse_ref(target)
+        if version is None:
+            raise RegistryError(f"An alias must point at an exact version (name@version), not '{target}'.")
+        self.get(name, version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / PROMOTIONS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.set_alias(alias, target)
+        return record

@@ -15,6 +15,9 @@ from pathlib import Path
 
 DEFAULT_PAIRS = "data/listings/prefs_eval.jsonl"
 DEFAULT_PROMPTS = "data/listings/sft_eval.jsonl"
+# What `palate eval generate` answers by default: prompts in phrasing families no adapter trained on, then the
+# trained families (both on held-out listings).
+DEFAULT_GENERATE_SETS = ["data/listings/prompts_heldout.jsonl", DEFAULT_PROMPTS]
 REPORTS = Path("reports")
 
 
@@ -35,14 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.set_defaults(handler=_margins)
 
     g = sub.add_parser("generate", help="Each model answers held-out prompts; the listing judge scores every answer.")
-    g.add_argument("--data", default=DEFAULT_PROMPTS, help="held-out prompts (SFT or preference JSONL with 'listing')")
+    g.add_argument("--data", nargs="+", default=DEFAULT_GENERATE_SETS,
+                   help="held-out prompt files (SFT, prompt or preference JSONL with 'listing'), each judged apart "
+                        "(default: held-out phrasing families, then trained families)")
     g.add_argument("--models", nargs="+", default=["base", "sft", "dpo"])
     g.add_argument("--server", default=None, help="generate through this OpenAI-compatible server (default: an "
                                                   "in-process serving engine)")
-    g.add_argument("--limit", type=int, default=40, help="number of prompts")
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--max-tokens", type=int, default=200)
+    g.add_argument("--limit", type=int, default=60, help="number of prompts per file")
+    g.add_argument("--temperature", type=float, default=None, help="default: the arena's (configs/arena.yaml)")
+    g.add_argument("--top-p", type=float, default=None, help="default: the arena's")
+    g.add_argument("--max-tokens", type=int, default=None, help="default: the arena's default_max_tokens")
     g.add_argument("--seed", type=int, default=1234, help="prompt i uses seed+i, the same for every model")
     g.add_argument("--llm-judge-url", default=None, help="OpenAI-compatible base URL of an LLM judge (optional)")
     g.add_argument("--llm-judge-model", default=None, help="model name at the LLM judge endpoint")
@@ -58,6 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--config", default=None, help="server YAML (default: configs/server.yaml)")
     r.add_argument("--out-dir", default=None, help="default: reports/<UTC time>/")
     r.set_defaults(handler=_report)
+
+    pr = subparsers.add_parser("promote", help="Move an alias to a version only if it beats the alias's current "
+                                               "target on held-out margins, judged generations and degeneration.")
+    pr.add_argument("ref", help="the candidate, an exact version: dpo@3")
+    pr.add_argument("--alias", required=True, help="the alias to move (e.g. dpo)")
+    pr.add_argument("--force", action="store_true", help="move it even if a check fails (recorded as forced)")
+    pr.add_argument("--pairs", type=int, default=120, help="held-out preference pairs for the margins check")
+    pr.add_argument("--prompts", type=int, default=40, help="held-out prompts for the generations check")
+    pr.add_argument("--min-win-lower", type=float, default=0.5,
+                    help="the candidate's Wilson 95%% lower bound on its win rate must be above this")
+    pr.add_argument("--registry", default=None, help="adapter registry root (default: server config adapter_root)")
+    pr.add_argument("--config", default=None, help="server YAML (default: configs/server.yaml)")
+    pr.set_defaults(handler=_promote)
 
     loop = subparsers.add_parser("loop", help="Close the loop on a running server: simulated arena votes -> export "
                                               "-> DPO -> hot-load -> alias -> check.")
@@ -78,6 +96,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--train-flag", action="append", default=[], help="extra `palate train dpo` flag (repeatable)")
     loop.add_argument("--out-dir", default=None, help="where the export and loop record go (default: reports/loop-<time>)")
     loop.add_argument("--concurrency", type=int, default=4, help="battles in flight at once")
+    loop.add_argument("--promote-pairs", type=int, default=120, help="held-out pairs for the promotion margins check")
+    loop.add_argument("--promote-prompts", type=int, default=40, help="held-out prompts for the promotion "
+                                                                     "generations check")
+    loop.add_argument("--force-promote", action="store_true", help="move the alias even if a promotion check "
+                                                                   "fails (recorded as forced)")
     loop.set_defaults(handler=_loop)
 
 
@@ -141,18 +164,21 @@ def _margins(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from eval.generate import EngineGenerator, SamplingSettings, ServerGenerator, generate_all, read_prompts
-    from eval.pairwise import listing_judge_outcomes, llm_judge_outcomes, openai_judge, win_rates
+    from eval.generate import EngineGenerator, SamplingSettings, ServerGenerator, generate_sets, read_prompts
+    from eval.pairwise import llm_judge_outcomes, openai_judge, win_rates
     from eval.report_tables import generations_table
 
-    sampling = SamplingSettings(args.temperature, args.top_p, args.max_tokens, args.seed)
-    prompts = read_prompts(args.data, limit=args.limit)
-    print(f"palate eval generate: {len(prompts)} prompts from {args.data} | models {args.models} | {sampling}",
-          flush=True)
+    arena = SamplingSettings.from_arena(seed=args.seed)
+    sampling = SamplingSettings(arena.temperature if args.temperature is None else args.temperature,
+                                arena.top_p if args.top_p is None else args.top_p,
+                                arena.max_tokens if args.max_tokens is None else args.max_tokens, args.seed)
+    sets = [(Path(path), read_prompts(path, limit=args.limit)) for path in args.data]
+    print(f"palate eval generate: {' + '.join(f'{len(p)} prompts from {path}' for path, p in sets)} | "
+          f"models {args.models} | {sampling}", flush=True)
 
     async def run() -> dict:
         if args.server:
-            return await generate_all(ServerGenerator(args.server, sampling), args.models, prompts, sampling, args.data)
+            return await generate_sets(ServerGenerator(args.server, sampling), args.models, sets, sampling)
         from eval.engine import adapter_handles
         from eval.scoring import resolve_models
         from server.engines.vllm_engine import VllmEngine
@@ -168,21 +194,45 @@ def _generate(args: argparse.Namespace) -> int:
             table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
                                 "content_sha256": m.meta.get("content_sha256"), "parent": m.meta.get("parent"),
                                 "dataset_sha256": m.meta.get("dataset_sha256")}, handles.get(m.ref)) for m in models}
-            return await generate_all(EngineGenerator(engine, table, sampling), args.models, prompts, sampling,
-                                      args.data)
+            return await generate_sets(EngineGenerator(engine, table, sampling), args.models, sets, sampling)
         finally:
             await engine.shutdown()
 
     result = asyncio.run(run())
-    result["pairwise"] = {"listing_judge": win_rates(listing_judge_outcomes(result["items"], args.models), args.models)}
     if args.llm_judge_url:
         judge = openai_judge(args.llm_judge_url, args.llm_judge_model or "default", api_key=args.llm_judge_key)
-        outcomes, stats = asyncio.run(llm_judge_outcomes(result["items"], args.models, judge))
-        result["pairwise"]["llm_judge"] = win_rates(outcomes, args.models)
-        result["pairwise"]["llm_judge_stats"] = dict(stats, endpoint=args.llm_judge_url, model=args.llm_judge_model)
+        for one in result["sets"]:
+            outcomes, stats = asyncio.run(llm_judge_outcomes(one["items"], args.models, judge))
+            one["pairwise"]["llm_judge"] = win_rates(outcomes, args.models)
+            one["pairwise"]["llm_judge_stats"] = dict(stats, endpoint=args.llm_judge_url, model=args.llm_judge_model)
     path = _write(result, args.out, "generations")
-    print(generations_table(result))
+    for one in result["sets"]:
+        print(f"\n## {one['name']}\n\n{generations_table(one)}")
     print(f"wrote {path}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from core.registry import RegistryError
+    from eval.promotion import PromotionPolicy, PromotionRefused, promote
+
+    cfg, registry = _registry(args)
+    policy = PromotionPolicy(pairs=args.pairs, prompts=args.prompts, min_win_lower=args.min_win_lower)
+    try:
+        result = promote(registry, args.ref, args.alias, force=args.force, policy=policy,
+                         model_dir=cfg.model.resolved_dir(), vllm_cfg=cfg.server.vllm)
+    except PromotionRefused as exc:
+        for check in exc.result["checks"]:
+            print(f"  {'PASS' if check['passed'] else 'FAIL'}  {check['name']}: {check['detail']}")
+        print(f"palate promote: {exc}. Use --force to move it anyway (recorded as forced).", file=sys.stderr)
+        return 1
+    except RegistryError as exc:
+        print(f"palate promote: {exc}", file=sys.stderr)
+        return 2
+    for check in result["checks"]:
+        print(f"  {'PASS' if check['passed'] else 'FAIL'}  {check['name']}: {check['detail']}")
+    how = "forced" if result["record"]["forced"] else "on evidence"
+    print(f"palate promote: '{args.alias}' -> {args.ref} ({how}; was {result['record']['from'] or 'unset'})")
     return 0
 
 
@@ -218,7 +268,9 @@ def _loop(args: argparse.Namespace) -> int:
                             max_votes=args.max_votes, max_tokens=args.max_tokens, prompts=Path(args.prompts),
                             registry=Path(args.registry), database_url=args.database_url, name=args.name,
                             parent=args.parent, max_steps=args.max_steps, train_flags=list(args.train_flag),
-                            out_dir=out_dir, concurrency=args.concurrency)
+                            out_dir=out_dir, concurrency=args.concurrency, promote_pairs=args.promote_pairs,
+                            promote_prompts=args.promote_prompts, force_promote=args.force_promote)
     record = asyncio.run(run_loop(settings))
-    print(json.dumps({k: record[k] for k in ("votes", "export", "new_version", "alias", "answer")}, indent=1))
+    print(json.dumps({k: record[k] for k in ("votes", "export", "new_version", "alias", "promotion", "answer")},
+                     indent=1, default=str))
     return 0

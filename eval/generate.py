@@ -1,12 +1,14 @@
 """`palate eval generate`: every model answers the same held-out prompts with the same fixed sampling settings.
 
-Two ways to reach the models, one interface (`Generator.complete(model, messages, seed) -> text`):
+Two ways to reach the models, one interface (`Generator.complete(model, messages, seed) -> Answer`):
 
 - `ServerGenerator`: any OpenAI-compatible server (a running `palate serve`), through the `openai` client.
 - `EngineGenerator`: Palate's serving engine in this process (base + adapters in one vLLM engine), prompts rendered
   with the base model's chat template exactly as the server renders them.
 
 Each prompt gets its own seed (`seed + index`), the same for every model, so two models see the same randomness.
+The default sampling is the arena's (`configs/arena.yaml`: temperature, top_p, default_max_tokens), because that is
+what a person sees; every answer keeps its finish reason, so an answer cut by the length limit is judged as such.
 """
 
 from __future__ import annotations
@@ -29,8 +31,22 @@ class SamplingSettings:
 
     temperature: float = 0.7
     top_p: float = 0.95
-    max_tokens: int = 200
+    max_tokens: int = 192
     seed: int = 1234
+
+    @classmethod
+    def from_arena(cls, path: Path | str | None = None, seed: int = 1234) -> "SamplingSettings":
+        """The arena's own default sampling (what a person voting in the arena is shown)."""
+        from core.arena_config import load_arena_config
+
+        arena = load_arena_config(path)
+        return cls(arena.temperature, arena.top_p, arena.default_max_tokens, seed)
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finish_reason: str | None  # "stop" (ended), "length" (cut by max_tokens), None when the backend did not say
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,7 @@ class EvalPrompt:
     prompt_id: str
     messages: list[dict]
     listing: dict | None
+    family: str | None = None  # phrasing family (training/prompts.py), when the file records one
 
 
 def read_prompts(path: Path | str, limit: int | None = None) -> list[EvalPrompt]:
@@ -63,7 +80,7 @@ def read_prompts(path: Path | str, limit: int | None = None) -> list[EvalPrompt]
                 continue
             seen.add(key)
             prompts.append(EvalPrompt(str(row.get("id") or (listing or {}).get("id") or f"line{line_no}"), messages,
-                                      listing))
+                                      listing, row.get("family")))
             if limit is not None and len(prompts) >= limit:
                 break
     if not prompts:
@@ -72,7 +89,7 @@ def read_prompts(path: Path | str, limit: int | None = None) -> list[EvalPrompt]
 
 
 class Generator(Protocol):
-    async def complete(self, model: str, messages: list[dict], seed: int) -> str: ...
+    async def complete(self, model: str, messages: list[dict], seed: int) -> Answer: ...
 
     async def resolve(self, model: str) -> dict: ...
 
@@ -100,13 +117,14 @@ class ServerGenerator:
                 "content_sha256": palate.get("content_sha256"), "parent": card.get("parent"),
                 "dataset_sha256": palate.get("dataset_sha256")}
 
-    async def complete(self, model: str, messages: list[dict], seed: int) -> str:
+    async def complete(self, model: str, messages: list[dict], seed: int) -> Answer:
         s = self.sampling
         async with self.gate:
             response = await self.client.chat.completions.create(
                 model=model, messages=messages, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 seed=seed)
-        return response.choices[0].message.content or ""
+        choice = response.choices[0]
+        return Answer(choice.message.content or "", choice.finish_reason)
 
 
 class EngineGenerator:
@@ -121,29 +139,37 @@ class EngineGenerator:
     async def resolve(self, model: str) -> dict:
         return self.models[model][0]
 
-    async def complete(self, model: str, messages: list[dict], seed: int) -> str:
+    async def complete(self, model: str, messages: list[dict], seed: int) -> Answer:
         from server.engines.base import Sampling
 
         s = self.sampling
         ids = self.engine.tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                           return_dict=True)["input_ids"]
         sampling = Sampling(max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p, seed=seed)
-        parts = []
+        parts, finish = [], None
         async for delta in self.engine.generate(list(ids), sampling, self.models[model][1],
                                                 f"eval-{uuid.uuid4().hex[:12]}"):
             parts.append(delta.text)
-        return "".join(parts)
+            finish = delta.finish_reason or finish
+        return Answer("".join(parts), finish)
 
 
 def summarize_verdicts(verdicts: list[dict]) -> dict:
     """Per-model judge summary: means of score, coverage, words and repetition; rates of answers with hype, with
-    anything invented, with an exclamation mark, with a length out of bounds."""
+    anything invented, with an exclamation mark, with a length out of bounds, cut by the length limit; invented and
+    garbled claims per answer."""
     n = len(verdicts)
     mean = lambda key: sum(v[key] for v in verdicts) / n  # noqa: E731
+    known = [v["truncated"] for v in verdicts if v.get("truncated") is not None]
     return {
         "n": n, "score": mean("score"), "coverage": mean("coverage"), "words": mean("words"),
         "hype_rate": sum(bool(v["hype_terms"]) or v["exclamations"] > 0 for v in verdicts) / n,
         "invented_rate": sum(bool(v["invented"]) for v in verdicts) / n,
+        "invented_per_answer": sum(len(v["invented"]) for v in verdicts) / n,
+        "garbled_per_answer": (sum(len(v["garbled"]) for v in verdicts) / n
+                               if all("garbled" in v for v in verdicts) else None),
+        # None when the finish reasons were not recorded (older generation files): unknown, not zero
+        "truncated_rate": sum(known) / len(known) if known and len(known) == n else None,
         "exclamation_rate": sum(v["exclamations"] > 0 for v in verdicts) / n,
         "hedge_rate": sum(bool(v["hedges"]) for v in verdicts) / n,
         "length_off_rate": sum(not v["length_ok"] for v in verdicts) / n,
@@ -156,7 +182,7 @@ async def generate_all(generator: Generator, labels: list[str], prompts: list[Ev
                        data: Path | str, judge: JudgeConfig = JudgeConfig(), progress: Any = print) -> dict:
     """Every model answers every prompt; each answer is judged against its listing. Returns JSON-ready results."""
     models = [await generator.resolve(label) for label in labels]
-    outputs: dict[str, list[str]] = {}
+    outputs: dict[str, list[Answer]] = {}
     for label in labels:
         started = time.perf_counter()
         outputs[label] = list(await asyncio.gather(*(
@@ -165,13 +191,38 @@ async def generate_all(generator: Generator, labels: list[str], prompts: list[Ev
     items = []
     for i, prompt in enumerate(prompts):
         answers = {label: outputs[label][i] for label in labels}
-        verdicts = ({label: judge_listing(text, prompt.listing, judge).to_dict() for label, text in answers.items()}
-                    if prompt.listing else {})
-        items.append({"prompt_id": prompt.prompt_id, "messages": prompt.messages, "listing": prompt.listing,
-                      "answers": answers, "verdicts": verdicts})
+        verdicts = ({label: judge_listing(a.text, prompt.listing, judge, a.finish_reason).to_dict()
+                     for label, a in answers.items()} if prompt.listing else {})
+        items.append({"prompt_id": prompt.prompt_id, "family": prompt.family, "messages": prompt.messages,
+                      "listing": prompt.listing, "answers": {label: a.text for label, a in answers.items()},
+                      "finish_reasons": {label: a.finish_reason for label, a in answers.items()},
+                      "verdicts": verdicts})
     judged = [item for item in items if item["verdicts"]]
     summary = {label: summarize_verdicts([item["verdicts"][label] for item in judged]) for label in labels} \
         if judged else {}
     return {"data": {"path": str(data), "sha256": file_sha256(data), "n_prompts": len(prompts)},
             "sampling": asdict(sampling), "judge": asdict(judge), "models": models, "items": items,
             "summary": summary, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+async def generate_sets(generator: Generator, labels: list[str], sets: list[tuple[Path, list[EvalPrompt]]],
+                        sampling: SamplingSettings, judge: JudgeConfig = JudgeConfig(), progress: Any = print) -> dict:
+    """`generate_all` on several prompt files (e.g. held-out phrasings and trained phrasings), each judged and compared
+    pairwise apart. Returns {"sets": [per-file result with "name" and "pairwise"], "models", "sampling", "created"}."""
+    from eval.pairwise import listing_judge_outcomes, win_rates
+
+    results = []
+    for path, prompts in sets:
+        progress(f"{Path(path).name}: {len(prompts)} prompts")
+        result = await generate_all(generator, labels, prompts, sampling, path, judge, progress)
+        result["name"] = Path(path).stem
+        result["pairwise"] = {"listing_judge": win_rates(listing_judge_outcomes(result["items"], labels, judge),
+                                                         labels)}
+        results.append(result)
+    return {"sets": results, "models": results[0]["models"], "sampling": asdict(sampling),
+            "created": results[0]["created"]}
+
+
+def result_sets(generations: dict) -> list[dict]:
+    """The per-file results of a generations file (files written before prompt sets existed hold one)."""
+    return generations["sets"] if "sets" in generations else [dict(generations, name=Path(generations["data"]["path"]).stem)]

@@ -6,7 +6,9 @@
        answers complete: the export drops ties and truncated answers);
     2. `palate votes export` -> DPO pairs (TRL JSONL) and their sha256;
     3. `palate train dpo --data <export> --from <parent>` -> a new registry version `name@N`;
-    4. hot-load it (POST /admin/adapters) and move the alias (POST /admin/aliases) - no restart;
+    4. hot-load it (POST /admin/adapters) and promote it (`eval.promotion`): the alias moves (POST /admin/aliases,
+       no restart) only if the new version beats the alias's current target on held-out margins, judged
+       generations through the server and degeneration - or when `force_promote` says so (recorded as forced);
     5. ask it through the OpenAI client, and read its lineage back from /v1/models.
 
 Each step prints progress and the record of everything (vote tallies, export hash, new version, answer, lineage)
@@ -47,6 +49,10 @@ class LoopSettings:
     out_dir: Path = Path("reports/loop")
     concurrency: int = 4
     max_tokens: int | None = None  # per side; None: the arena's default
+    promote_pairs: int = 120  # held-out pairs for the promotion's margins check
+    promote_prompts: int = 40  # held-out prompts for its generations check
+    force_promote: bool = False  # move the alias even when a check fails (recorded as forced)
+    model_dir: Path | None = None  # base model for the margins check (default: configs/model.yaml)
     progress: Any = print
 
 
@@ -136,6 +142,24 @@ async def _admin(client: httpx.AsyncClient, path: str, body: dict, token: str) -
     return response.json()
 
 
+def _promote(settings: LoopSettings, registry: Any, ref: str) -> dict:
+    """The promotion gate on the new version, with generations through the running server."""
+    from core.config import load_model_config
+    from eval.promotion import PromotionPolicy, PromotionRefused, promote
+
+    policy = PromotionPolicy(pairs=settings.promote_pairs, prompts=settings.promote_prompts,
+                             prompts_data=str(settings.prompts), max_tokens=settings.max_tokens)
+    model_dir = settings.model_dir or load_model_config().resolved_dir()
+    try:
+        result = promote(registry, ref, settings.name, force=settings.force_promote, policy=policy,
+                         model_dir=model_dir, server=settings.server, progress=settings.progress)
+    except PromotionRefused as exc:
+        return {"moved": False, "forced": False, "checks": exc.result["checks"], "summary": str(exc)}
+    forced = result["record"]["forced"]
+    return {"moved": True, "forced": forced, "checks": result["checks"],
+            "summary": f"'{settings.name}' -> {ref} ({'forced' if forced else 'on evidence'})"}
+
+
 async def run_loop(settings: LoopSettings) -> dict:
     """Run the five steps (module docstring) and return the record (also written to out_dir/loop.json)."""
     say = settings.progress
@@ -170,9 +194,12 @@ async def run_loop(settings: LoopSettings) -> dict:
     say(f"      registered {new.ref} (parent {new.parent})")
 
     async with httpx.AsyncClient(base_url=settings.server, timeout=600) as client:
-        say(f"[4/5] hot-load {new.ref} and point '{settings.name}' at it (no restart)")
+        say(f"[4/5] hot-load {new.ref}, then promote it to '{settings.name}' only on evidence (no restart)")
         await _admin(client, "/admin/adapters", {"ref": new.ref}, settings.admin_token)
-        await _admin(client, "/admin/aliases", {"alias": settings.name, "target": new.ref}, settings.admin_token)
+        promotion = await asyncio.to_thread(_promote, settings, registry, new.ref)
+        if promotion["moved"]:
+            await _admin(client, "/admin/aliases", {"alias": settings.name, "target": new.ref}, settings.admin_token)
+        say(f"      {promotion['summary']}")
         cards = {c["id"]: c for c in (await client.get("/v1/models")).json()["data"]}
     say(f"[5/5] ask '{settings.name}' through the OpenAI client")
     from openai import AsyncOpenAI
@@ -186,6 +213,7 @@ async def run_loop(settings: LoopSettings) -> dict:
         "export": {"path": str(export), "rows": lint["rows"], "sha256": lint["sha256"]},
         "new_version": {"ref": new.ref, "parent": new.parent, "dataset_sha256": new.meta.get("dataset_sha256")},
         "alias": {settings.name: cards.get(settings.name, {}).get("root")},
+        "promotion": promotion,
         "card": cards.get(settings.name),
         "answer": {"model": answer.model, "text": answer.choices[0].message.content},
         "seconds": round(time.perf_counter() - started, 1),

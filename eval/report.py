@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eval.generate import result_sets
 from eval.report_tables import (generations_table, headline_table, kind_table, margins_table, model_name,
-                                pairwise_table)
+                                pairwise_table, samples_section, set_title)
 
 
 def latest(directory: Path, pattern: str) -> Path | None:
@@ -162,18 +163,24 @@ def write_report(out_dir: Path, *, margins: Path | None, generations: Path | Non
     """Write `out_dir/report.md` and its plots; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     m = json.loads(Path(margins).read_text()) if margins else None
-    g = json.loads(Path(generations).read_text()) if generations else None
-    sections = ["# Palate evaluation report", "", "## Headline", "", headline_table(m, g), ""]
+    g_all = json.loads(Path(generations).read_text()) if generations else None
+    sets = result_sets(g_all) if g_all else []
+    g = sets[0] if sets else None  # the headline is the first set: held-out phrasings by default
+    headline = headline_table(m, g)
+    if g:
+        headline = f"Generations: {set_title(g)}.\n\n" + headline
+    sections = ["# Palate evaluation report", "", "## Headline", "", headline, ""]
     if m:
         plot_margins(m, out_dir / "margins.png")
         plot_accuracy_by_kind(m, out_dir / "accuracy_by_kind.png")
         sections += ["## Margins on held-out pairs", "", margins_table(m), "", "![margins](margins.png)", "",
                      "### Preference accuracy by near-miss kind", "", kind_table(m), "",
                      "![accuracy by kind](accuracy_by_kind.png)", ""]
-    if g:
-        plot_judge(g, out_dir / "judge.png")
-        sections += ["## Generations, judged against each listing's facts", "", generations_table(g), "",
-                     "![judge](judge.png)", ""]
+    for index, one in enumerate(sets):
+        plot = "judge.png" if index == 0 else f"judge-{one.get('name') or index}.png"
+        plot_judge(one, out_dir / plot)
+        sections += [f"## Generations: {set_title(one)}", "", generations_table(one), "", f"![judge]({plot})", "",
+                     "### What the answers look like", "", samples_section(one), ""]
     board = arena_leaderboard(database_url)
     if board and "error" not in board:
         sections += ["## Arena leaderboard", "", leaderboard_table(board), ""]
@@ -193,5 +200,5 @@ def write_report(out_dir: Path, *, margins: Path | None, generations: Path | Non
     sections += ["## Sources", "", *[s for s in sources if s]]
     path = out_dir / "report.md"
     path.write_text("\n".join(sections) + "\n")
-    (out_dir / "headline.md").write_text(headline_table(m, g) + "\n")
+    (out_dir / "headline.md").write_text(headline + "\n")
     return path

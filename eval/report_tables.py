@@ -55,6 +55,17 @@ def kind_table(result: dict, key: str = "accuracy") -> str:
     return _table(["near-miss kind", "pairs"] + [model_name(m) for m in result["models"]], rows)
 
 
+SET_TITLES = {
+    "prompts_heldout": "held-out phrasings (families no adapter trained on: shorthand, questions)",
+    "sft_eval": "trained phrasings (fact sheets, prose, notes, rewrites) on held-out listings",
+}
+
+
+def set_title(result: dict) -> str:
+    name = result.get("name") or ""
+    return SET_TITLES.get(name, name)
+
+
 def generations_provenance(result: dict) -> str:
     data, s = result["data"], result["sampling"]
     versions = ", ".join(m["ref"] + (f" (sha {m['content_sha256'][:10]})" if m.get("content_sha256") else "")
@@ -71,9 +82,10 @@ def generations_table(result: dict) -> str:
         if not s:
             continue
         rows.append([model_name(m), s["n"], _f(s["score"]), _f(s["coverage"]), _f(s["hype_rate"]),
-                     _f(s["invented_rate"]), _f(s["hedge_rate"]), _f(s.get("repetition")), _f(s["words"], 0)])
-    header = ["model", "answers", "judge score", "facts covered", "hype rate", "invented-fact rate", "hedge rate",
-              "repeated 3-grams", "words"]
+                     _f(s["invented_rate"]), _f(s.get("invented_per_answer")), _f(s.get("garbled_per_answer")),
+                     _f(s["hedge_rate"]), _f(s.get("repetition")), _f(s.get("truncated_rate")), _f(s["words"], 0)])
+    header = ["model", "answers", "judge score", "facts covered", "hype rate", "invented-fact rate",
+              "invented per answer", "garbled per answer", "hedge rate", "repeated 3-grams", "cut by length", "words"]
     out = _table(header, rows)
     for name, title in (("listing_judge", "listing judge"), ("llm_judge", "LLM judge (both orders)")):
         pairs = (result.get("pairwise") or {}).get(name)
@@ -89,7 +101,8 @@ def pairwise_table(rows: Sequence[dict]) -> str:
 
 
 def headline_table(margins: dict | None, generations: dict | None) -> str:
-    """One row per model: held-out preference accuracy and margin, DPO reward accuracy, judged quality."""
+    """One row per model: held-out preference accuracy and margin, DPO reward accuracy, judged quality and
+    degeneration on the first prompt set of `generations` (a single set's result; see `eval.generate.result_sets`)."""
     labels: list[str] = []
     names: dict[str, str] = {}
     for result in (margins, generations):
@@ -107,9 +120,44 @@ def headline_table(margins: dict | None, generations: dict | None) -> str:
         rows.append([names[label], _f(s["accuracy"]) if s else "–", _f(s["margin_mean"]) if s else "–",
                      _f(r["accuracies"]) if r else "–", _f(g["score"]) if g else "–",
                      _f(g["coverage"]) if g else "–", _f(g["hype_rate"]) if g else "–",
-                     _f(g["invented_rate"]) if g else "–", _f(g.get("repetition")) if g else "–"])
+                     _f(g.get("invented_per_answer")) if g else "–", _f(g.get("repetition")) if g else "–",
+                     _f(g.get("truncated_rate")) if g else "–"])
     header = ["model", "held-out pref. accuracy", "margin mean (nats)", "DPO reward accuracy", "judge score",
-              "facts covered", "hype rate", "invented-fact rate", "repeated 3-grams"]
+              "facts covered", "hype rate", "invented per answer", "repeated 3-grams", "cut by length"]
     notes = [p for p in ((margins_provenance(margins) if margins else None),
                          (generations_provenance(generations) if generations else None)) if p]
     return _table(header, rows) + "\n\n" + "\n".join(notes)
+
+
+def _quote(text: str, limit: int = 600) -> str:
+    text = " ".join(text.split())
+    return (text[:limit] + " […]") if len(text) > limit else text
+
+
+def samples_section(result: dict, count: int = 3) -> str:
+    """A few prompts with every model's answer beside each other (same prompt, same seed), so a reader sees what the
+    numbers summarise. Picks prompts spread over the file, not the best ones."""
+    items = [item for item in result["items"] if item.get("verdicts")]
+    if not items:
+        return ""
+    step = max(1, len(items) // count)
+    chosen = items[::step][:count]
+    labels = [m["label"] for m in result["models"]]
+    names = {m["label"]: model_name(m) for m in result["models"]}
+    out = []
+    for item in chosen:
+        prompt = (item.get("messages") or [{"content": "(prompt not recorded)"}])[-1]["content"]
+        out.append(f"**Prompt** ({item.get('family') or 'unknown family'}, `{item.get('prompt_id', '?')}`): {_quote(prompt, 400)}")
+        out.append("")
+        for label in labels:
+            v = item["verdicts"].get(label)
+            if v is None:
+                continue
+            finish = (item.get("finish_reasons") or {}).get(label)
+            flags = [f"score {v['score']:.2f}", f"coverage {v['coverage']:.2f}",
+                     f"invented {len(v['invented'])}", f"repeated 3-grams {v.get('repetition', 0):.2f}"]
+            if finish == "length":
+                flags.append("cut by the length limit")
+            out.append(f"- **{names[label]}** ({', '.join(flags)}): {_quote(item.get('answers', {}).get(label, ''))}")
+        out.append("")
+    return "\n".join(out)

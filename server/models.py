@@ -150,7 +150,11 @@ class ModelManager:
                                 f"{', '.join(sorted(self._versions)) or 'none'}.", param="target")
         self._aliases[alias] = target
         if persist:
-            self.registry.set_alias(alias, target)
+            latest = self.registry.promotion_of(target, alias)
+            if latest is not None and self.registry.aliases().get(alias) == target:
+                return  # already promoted to it on evidence (e.g. by `palate loop`): nothing new to record
+            # An operator moving an alias by hand overrides the evidence rule: recorded as forced.
+            self.registry.promote(alias, target, {"reason": "moved through the admin API"}, forced=True)
 
     async def unload(self, ref: str, drain_timeout_s: float = 120.0) -> None:
         """Stop routing to `ref`, wait for its in-flight requests to finish, then free it in the engine."""
@@ -180,8 +184,16 @@ class ModelManager:
         """Make the served aliases follow the registry's: load new targets, move aliases that loaded cleanly, and
         unload versions no alias points at any more. Returns what changed (for logs)."""
         changes = []
+        records = bool(self.registry.promotions())
         for alias, target in sorted(self.registry.aliases().items()):
             if self._aliases.get(alias) == target or target in self._rejected:
+                continue
+            if records and self._aliases.get(alias) and self.registry.promotion_of(target, alias) is None:
+                # The same rule as `palate promote`: an alias moves on evidence (or a recorded --force), not because
+                # aliases.json was edited. Registries from before promotion records keep the old behaviour.
+                self._rejected[target] = "no promotion record"
+                log.warning("registry alias %s -> %s has no promotion record, alias stays at %s: run `palate promote "
+                            "%s --alias %s` (or --force)", alias, target, self._aliases.get(alias), target, alias)
                 continue
             try:
                 await self.load(ref=target)

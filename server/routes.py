@@ -91,8 +91,22 @@ def _card(served: ServedModel, name: str, models: ModelManager, config) -> Model
             "metrics": _headline(meta.get("metrics") or {}),
             "created": meta.get("created"),
             "lineage": _lineage(models, served),
+            "promotion": _promotion(models, served),
         },
     )
+
+
+def _promotion(models: ModelManager, served: ServedModel) -> dict | None:
+    """Why an alias points at this version: the latest promotion record (the checks and their numbers, or that it
+    was forced), None when it was never promoted (or the registry predates promotion records)."""
+    record = models.registry.promotion_of(served.id)
+    if record is None:
+        return None
+    evidence = record.get("evidence") or {}
+    return {"alias": record.get("alias"), "from": record.get("from"), "forced": record.get("forced", False),
+            "time": record.get("time"), "reason": evidence.get("reason"), "incumbent": evidence.get("incumbent"),
+            "checks": [{"name": c.get("name"), "passed": c.get("passed"), "detail": c.get("detail")}
+                       for c in evidence.get("checks", [])]}
 
 
 def _headline(metrics: dict) -> dict:

@@ -227,8 +227,16 @@ def _register(spec, name, registry, trainer, recorder, base, train, evaluation, 
         "metrics": final_metrics(history),
         "timing": timing,
     }
-    adapter = registry.add(name, final_dir, meta, version=version)
+    adapter = registry.add(name, final_dir, meta, version=version, move_alias=False)
+    current = registry.aliases().get(name)
+    if current is None:
+        # Nothing is served under this name yet, so there is nothing to beat: the first version takes the alias.
+        registry.promote(name, adapter.ref, {"reason": f"first version of '{name}': nothing served under it to "
+                                                       "compare against"})
     trainer.accelerator.wait_for_everyone()
     shutil.rmtree(run_dir, ignore_errors=True)
     log(f"registered {adapter.ref} at {adapter.path}")
+    if current is not None:
+        log(f"'{name}' still serves {current}; `palate promote {adapter.ref} --alias {name}` moves it if "
+            f"{adapter.ref} beats it on held-out margins and judged generations (or --force)")
     return adapter

@@ -44,7 +44,10 @@ def test_closed_loop(live_server, prompts, tmp_path):
         registry=live_server.registry_root, database_url=live_server.database_url, name="dpo", parent="dpo",
         max_steps=2, train_flags=["--per_device_train_batch_size", "2", "--max_length", "320", "--logging_steps", "1",
                                   "--save_strategy", "no", "--max_eval_rows", "4"],
-        out_dir=tmp_path / "loop", max_tokens=192, progress=lambda _: None)
+        out_dir=tmp_path / "loop", max_tokens=192, progress=lambda _: None,
+        # two DPO steps cannot be expected to beat their parent: the gate runs, and the move is recorded as forced
+        # unless the evidence happened to pass
+        promote_pairs=8, promote_prompts=4, force_promote=True)
     try:
         record = asyncio.run(run_loop(settings))
 
@@ -65,6 +68,11 @@ def test_closed_loop(live_server, prompts, tmp_path):
         # hot-loaded in the same process, alias moved (in the server and in the registry)
         assert live_server.process.poll() is None and live_server.process.pid == pid_before
         assert record["alias"] == {"dpo": new.ref} and registry.aliases()["dpo"] == new.ref
+        promoted = registry.promotion_of(new.ref, "dpo")
+        assert promoted["from"] == f"dpo@{before[-1]}" and promoted["forced"] == record["promotion"]["forced"]
+        assert {c["name"] for c in promoted["evidence"]["checks"]} == {"margins", "judged generations",
+                                                                       "degeneration"}
+        assert promoted["forced"] == (not all(c["passed"] for c in promoted["evidence"]["checks"]))
         # it answers through the OpenAI client
         from openai import OpenAI
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eval.generate import SamplingSettings, generate_all, read_prompts
+from eval.generate import Answer, SamplingSettings, generate_all, read_prompts
 
 FACTS = {"id": "T-1", "property_type": "condo", "beds": 2, "baths": 1.0, "area_sqft": 800, "neighbourhood": "Elm Hill",
          "transit": "a 4-minute walk to the Green Line", "transit_minutes": 4, "features": ["heat pump"],
@@ -23,7 +23,9 @@ class Scripted:
 
     async def complete(self, model, messages, seed):
         self.calls.append((model, messages[-1]["content"], seed))
-        return GOOD if model == "dpo" else "STUNNING condo in Elm Hill with a rooftop terrace!!"
+        if model == "dpo":
+            return Answer(GOOD, "stop")
+        return Answer("STUNNING condo in Elm Hill with a rooftop terrace!!", "length")
 
 
 def test_generate_all_judges_every_answer(tmp_path):
@@ -45,3 +47,18 @@ def test_generate_all_judges_every_answer(tmp_path):
     assert base["hype_rate"] == 1.0 and base["invented_rate"] == 1.0 and dpo["hype_rate"] == 0.0
     assert dpo["invented_rate"] == 0.0 and dpo["coverage"] == pytest.approx(1.0)
     assert [m["ref"] for m in result["models"]] == ["base", "dpo@2"] and len(result["data"]["sha256"]) == 64
+    # finish reasons are kept and judged: base's answers were all cut by the length limit
+    assert base["truncated_rate"] == 1.0 and dpo["truncated_rate"] == 0.0
+    assert result["items"][0]["finish_reasons"] == {"base": "length", "dpo": "stop"}
+    assert result["items"][0]["verdicts"]["base"]["truncated"] is True
+
+
+def test_default_sampling_is_the_arenas(tmp_path):
+    arena = tmp_path / "arena.yaml"
+    arena.write_text("temperature: 0.4\ntop_p: 0.8\ndefault_max_tokens: 77\n")
+    assert SamplingSettings.from_arena(arena, seed=5) == SamplingSettings(0.4, 0.8, 77, 5)
+    from core.arena_config import load_arena_config
+
+    shipped = load_arena_config()
+    s = SamplingSettings.from_arena()
+    assert (s.temperature, s.top_p, s.max_tokens) == (shipped.temperature, shipped.top_p, shipped.default_max_tokens)

@@ -67,6 +67,9 @@ def test_models_list_base_versions_aliases_with_palate_extension(live_server):
     registered = AdapterRegistry(live_server.registry_root).get("dpo", 1)
     assert dpo["palate"]["content_sha256"] == registered.meta["content_sha256"]
     assert [step["ref"] for step in dpo["palate"]["lineage"]] == ["dpo@1", "sft@1", "base"]
+    # why the alias points there: the promotion record (dpo@1 was the first version, nothing to compare against)
+    promotion = dpo["palate"]["promotion"]
+    assert promotion["alias"] == "dpo" and promotion["forced"] is False and "first version" in promotion["reason"]
 
 
 def test_completions_endpoint_with_logprobs_seed_and_n(client):

@@ -1,5 +1,5 @@
-"""Watch mode: versions that training writes into the registry appear without a restart; an alias moves only to a
-version that loaded cleanly."""
+"""Watch mode: versions promoted in the registry appear without a restart; an alias moves only to a version that
+loaded cleanly, and only through a promotion record (an alias edited by hand is not followed)."""
 
 from __future__ import annotations
 
@@ -29,19 +29,27 @@ def _aliases(server) -> dict:
 
 def test_new_versions_are_hot_loaded_and_bad_ones_never_take_the_alias(live_server, tmp_path):
     registry = AdapterRegistry(live_server.registry_root)
-    registry.set_alias("watch", _register_copy(registry, "sft@1", "watch", tmp=tmp_path / "1").ref)
+    forced = {"reason": "watch test"}
+    registry.promote("watch", _register_copy(registry, "sft@1", "watch", tmp=tmp_path / "1").ref, forced, forced=True)
     assert _wait_for(lambda: _aliases(live_server).get("watch") == "watch@1"), live_server.log_tail()
 
-    registry.set_alias("watch", _register_copy(registry, "dpo@1", "watch", tmp=tmp_path / "2").ref)
+    registry.promote("watch", _register_copy(registry, "dpo@1", "watch", tmp=tmp_path / "2").ref, forced, forced=True)
     assert _wait_for(lambda: _aliases(live_server).get("watch") == "watch@2"), live_server.log_tail()
     assert _wait_for(lambda: "watch@1" not in _aliases(live_server))  # drained and unloaded
 
-    bad = _register_copy(registry, "sft@1", "watch", tmp=tmp_path / "3")
-    (bad.path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
-    registry.set_alias("watch", bad.ref)
+    # aliases.json edited by hand, without a promotion record: not followed
+    unpromoted = _register_copy(registry, "sft@1", "watch", tmp=tmp_path / "4")
+    registry.set_alias("watch", unpromoted.ref)
     time.sleep(5)  # several watch intervals
     assert _aliases(live_server).get("watch") == "watch@2"
-    assert "watch@3 not loaded, alias stays at watch@2" in live_server.log_tail(20000)
+    assert f"watch -> {unpromoted.ref} has no promotion record" in live_server.log_tail(20000)
+
+    bad = _register_copy(registry, "sft@1", "watch", tmp=tmp_path / "3")
+    (bad.path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    registry.promote("watch", bad.ref, forced, forced=True)
+    time.sleep(5)  # several watch intervals
+    assert _aliases(live_server).get("watch") == "watch@2"
+    assert f"{bad.ref} not loaded, alias stays at watch@2" in live_server.log_tail(20000)
     reply = httpx.post(f"{live_server.v1}/chat/completions", timeout=60, json={
         "model": "watch", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}).json()
     assert reply["model"] == "watch@2"

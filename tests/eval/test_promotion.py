@@ -1,0 +1,147 @@
+"""Promotion on evidence: the three checks on hand-made numbers, the registry record, and the refusal of a
+deliberately degenerate adapter on the real model and engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from core.registry import AdapterRegistry
+from eval.leaderboard import wilson_interval
+from eval.promotion import PromotionPolicy, PromotionRefused, check_evidence, incumbent_for, promote
+
+
+def _margins(cand_acc, inc_acc, cand_margin=5.0, inc_margin=4.0):
+    def model(ref, acc, margin):
+        return {"label": ref, "ref": ref, "summary": {"all": {"n": 100, "accuracy": acc, "margin_mean": margin}}}
+    return {"data": {"path": "pairs.jsonl"}, "models": [model("dpo@2", cand_acc, cand_margin),
+                                                        model("dpo@1", inc_acc, inc_margin)]}
+
+
+def _generations(wins, losses, ties, cand=(0.05, 0.0), inc=(0.10, 0.05)):
+    games = wins + losses + ties
+    rate = (wins + ties / 2) / games
+    low, high = wilson_interval(wins + ties / 2, games)
+    summary = lambda rep, cut: {"repetition": rep, "truncated_rate": cut}  # noqa: E731
+    return {"data": {"path": "prompts.jsonl"}, "sampling": {"temperature": 0.7},
+            "models": [{"label": "dpo@2", "ref": "dpo@2"}, {"label": "dpo@1", "ref": "dpo@1"}],
+            "summary": {"dpo@2": summary(*cand), "dpo@1": summary(*inc)},
+            "pairwise": {"listing_judge": [{"a": "dpo@2", "b": "dpo@1", "games": games, "wins": wins,
+                                            "losses": losses, "ties": ties, "win_rate": rate, "ci_low": low,
+                                            "ci_high": high}]}}
+
+
+def test_a_clearly_better_candidate_passes_every_check():
+    # 30 wins, 6 losses, 4 ties of 40: win rate 0.80, Wilson lower bound ~0.65 > 0.5
+    verdict = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _generations(30, 6, 4))
+    assert verdict["passed"] and [c["name"] for c in verdict["checks"]] == ["margins", "judged generations",
+                                                                            "degeneration"]
+    generations = verdict["checks"][1]
+    assert generations["win_rate"] == pytest.approx(0.80) and generations["ci_low"] > 0.6
+
+
+def test_each_check_fails_on_its_own_numbers_and_says_so():
+    # margins: lower accuracy
+    v = check_evidence("dpo@2", "dpo@1", _margins(0.85, 0.90), _generations(30, 6, 4))
+    assert [c["name"] for c in v["checks"] if not c["passed"]] == ["margins"]
+    assert "0.850 vs 0.900" in v["checks"][0]["detail"]
+    # margins: equal accuracy decided by the mean margin
+    assert check_evidence("dpo@2", "dpo@1", _margins(0.9, 0.9, 6.0, 5.0), _generations(30, 6, 4))["passed"]
+    assert not check_evidence("dpo@2", "dpo@1", _margins(0.9, 0.9, 4.0, 5.0), _generations(30, 6, 4))["passed"]
+    # generations: 24 of 40 wins (0.60) is better than a coin flip but not with 95% confidence (lower bound ~0.45)
+    v = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _generations(24, 16, 0))
+    failed = [c for c in v["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["judged generations"] and failed[0]["ci_low"] < 0.5
+    assert "24 of 40" in failed[0]["detail"]
+    # degeneration: more repetition, or more answers cut by the length limit
+    v = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _generations(30, 6, 4, cand=(0.2, 0.0)))
+    assert [c["name"] for c in v["checks"] if not c["passed"]] == ["degeneration"]
+    v = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _generations(30, 6, 4, cand=(0.05, 0.2)))
+    assert [c["name"] for c in v["checks"] if not c["passed"]] == ["degeneration"]
+    assert "(more)" in v["checks"][2]["detail"]
+
+
+def test_a_pairwise_row_written_from_the_incumbents_side_is_mirrored():
+    g = _generations(30, 6, 4)
+    row = g["pairwise"]["listing_judge"][0]
+    g["pairwise"]["listing_judge"] = [dict(row, a="dpo@1", b="dpo@2", wins=6, losses=30, win_rate=1 - row["win_rate"],
+                                           ci_low=1 - row["ci_high"], ci_high=1 - row["ci_low"])]
+    verdict = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), g)
+    assert verdict["passed"] and verdict["checks"][1]["win_rate"] == pytest.approx(0.80)
+
+
+def _registry_with_two_versions(tiny_registry, tmp_path) -> AdapterRegistry:
+    root = tmp_path / "adapters"
+    shutil.copytree(tiny_registry, root)
+    registry = AdapterRegistry(root)
+    source = registry.resolve("dpo@1")
+    registry.add("dpo", source.path, dict(source.meta, parent="dpo@1"), move_alias=False)
+    return registry
+
+
+def test_refused_promotion_leaves_the_alias_and_force_records_it(tiny_registry, tmp_path):
+    registry = _registry_with_two_versions(tiny_registry, tmp_path)
+    assert incumbent_for(registry, "dpo@2", "dpo") == "dpo@1"
+    assert incumbent_for(registry, "dpo@2", "new-alias") == "dpo@1"  # a new alias: the candidate's parent
+    weak = (_margins(0.85, 0.90), _generations(24, 16, 0))
+    with pytest.raises(PromotionRefused, match="margins: held-out preference accuracy 0.850 vs 0.900") as refused:
+        promote(registry, "dpo@2", "dpo", evidence=weak)
+    assert "judged generations" in str(refused.value) and "stays at dpo@1" in str(refused.value)
+    assert registry.aliases()["dpo"] == "dpo@1" and registry.promotion_of("dpo@2") is None
+    result = promote(registry, "dpo@2", "dpo", force=True, evidence=weak)
+    assert registry.aliases()["dpo"] == "dpo@2"
+    record = registry.promotion_of("dpo@2", "dpo")
+    assert record == result["record"] and record["forced"] is True and record["from"] == "dpo@1"
+    assert [c["passed"] for c in record["evidence"]["checks"]] == [False, False, True]
+    # and it is on disk, one JSON line per move
+    lines = (registry.root / "promotions.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["to"] == "dpo@2"
+
+
+def test_a_registry_from_before_promotion_records_opens_with_every_version(tmp_path):
+    """Format 1 (no promotions.jsonl), as the previous release wrote it: versions, aliases intact; no records."""
+    root = tmp_path / "adapters"
+    for name, version, parent in (("sft", 1, None), ("dpo", 1, "sft@1"), ("dpo", 2, "dpo@1")):
+        d = root / name / str(version)
+        d.mkdir(parents=True)
+        (d / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj"]}))
+        (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+        (d / "palate.json").write_text(json.dumps({"kind": name, "name": name, "version": version, "parent": parent,
+                                                   "content_sha256": "0" * 64, "created": "2026-11-22T00:00:00Z"}))
+    (root / "aliases.json").write_text(json.dumps({"sft": "sft@1", "dpo": "dpo@2"}))
+    registry = AdapterRegistry(root)
+    assert [v.ref for v in registry.all_versions()] == ["dpo@1", "dpo@2", "sft@1"]
+    assert registry.aliases() == {"sft": "sft@1", "dpo": "dpo@2"} and registry.promotions() == []
+    assert registry.resolve("dpo").ref == "dpo@2" and registry.resolve("dpo").parent == "dpo@1"
+    registry.promote("dpo", "dpo@1", {"reason": "test"}, forced=True)  # the first record creates the file
+    assert registry.aliases()["dpo"] == "dpo@1" and len(registry.promotions()) == 1
+
+
+@pytest.mark.engine
+def test_a_degenerate_adapter_is_refused_promotion_on_the_real_model(tiny_registry, tmp_path):
+    """An SFT adapter trained a few steps at a huge learning rate loops and garbles; the gate, run for real (HF
+    margins, vLLM generations at the arena's sampling), refuses it and names the failed checks."""
+    from core.config import load_config
+    from training.jobs import train_sft
+
+    root = tmp_path / "adapters"
+    shutil.copytree(tiny_registry, root)
+    registry = AdapterRegistry(root)
+    bad = train_sft(registry_root=root, overrides={"max_steps": 3, "learning_rate": 0.5, "warmup_steps": 0,
+                                                   "logging_steps": 1, "save_strategy": "no", "max_eval_rows": 2,
+                                                   "per_device_train_batch_size": 2, "max_train_rows": 8},
+                    log=lambda *_: None)
+    assert bad.ref == "sft@2" and registry.aliases()["sft"] == "sft@1"  # training alone does not move the alias
+    cfg = load_config()
+    policy = PromotionPolicy(pairs=8, prompts=6, max_tokens=64)
+    with pytest.raises(PromotionRefused) as refused:
+        promote(registry, "sft@2", "sft", policy=policy, model_dir=cfg.model.resolved_dir(), vllm_cfg=cfg.server.vllm,
+                progress=lambda *_: None)
+    failed = {c["name"] for c in refused.value.result["checks"] if not c["passed"]}
+    # Six prompts are too few for a confident win whatever the adapter, so the telling checks are the other two:
+    # the broken adapter loses held-out margins or degenerates (or both).
+    assert failed & {"margins", "degeneration"}, refused.value.result["checks"]
+    assert str(refused.value).count(":") >= 2 and "stays at sft@1" in str(refused.value)
+    assert registry.aliases()["sft"] == "sft@1" and registry.promotion_of("sft@2") is None
