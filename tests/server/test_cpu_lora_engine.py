@@ -1,0 +1,77 @@
+"""Palate's CPU LoRA kernels inside the real vLLM engine (the shared `live_server`, which runs them by default).
+
+The case vLLM 0.32's own CPU kernels get wrong: a base request (LoRA index -1) batched while every LoRA slot holds an
+adapter. They read -1 as the last slot and add that adapter's delta to the base tokens; the grouped kernels never
+touch a token without an adapter. Greedy decoding makes "the same output" exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import httpx
+import pytest
+
+from core.registry import AdapterRegistry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.engine]
+
+PROMPT = "Describe a 2-bed condo near downtown with in-unit laundry and a parking spot."
+TOKENS = 32
+
+
+def _copy_version(registry: AdapterRegistry, source_ref: str, name: str, tmp) -> str:
+    """The same weights under a new name: a distinct LoRA id, so it takes a slot of its own."""
+    source = registry.resolve(source_ref)
+    staging = tmp / f"staging-{name}"
+    shutil.copytree(source.path, staging)
+    meta = {k: v for k, v in source.meta.items() if k not in {"name", "version", "content_sha256", "created"}}
+    return registry.add(name, staging, meta, move_alias=False).ref
+
+
+async def _greedy(client: httpx.AsyncClient, url: str, model: str) -> list[int]:
+    body = {"model": model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "logprobs": 0}
+    response = await client.post(f"{url}/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    return choice["logprobs"]["tokens"]
+
+
+@pytest.fixture(scope="module")
+def every_slot_filled(live_server, tmp_path_factory):
+    """As many distinct adapters loaded as the engine has LoRA slots (max_loras 4: sft@1, dpo@1 and two copies)."""
+    registry = AdapterRegistry(live_server.registry_root)
+    tmp = tmp_path_factory.mktemp("slots")
+    refs = ["sft@1", "dpo@1", _copy_version(registry, "sft@1", "slotfill-a", tmp),
+            _copy_version(registry, "dpo@1", "slotfill-b", tmp)]
+    auth = live_server.admin_headers()
+    for ref in refs[2:]:
+        response = httpx.post(f"{live_server.url}/admin/adapters", json={"ref": ref}, headers=auth, timeout=120)
+        assert response.status_code == 200, response.text
+    yield refs
+    for ref in refs[2:]:
+        httpx.delete(f"{live_server.url}/admin/adapters/{ref}", headers=auth, timeout=120)
+
+
+def test_the_server_runs_palates_kernels(live_server):
+    """The plugin reached the engine-core process (where vLLM builds the LoRA layers) and chose the kernels."""
+    log = live_server.log_path.read_text(errors="replace")
+    assert "Palate CPU LoRA kernels active" in log, live_server.log_tail()
+
+
+def test_base_batched_with_every_slot_occupied_is_exactly_base_alone(live_server, every_slot_filled):
+    async def scenario():
+        async with httpx.AsyncClient(timeout=300) as client:
+            alone = {model: await _greedy(client, live_server.url, model) for model in ["base", *every_slot_filled]}
+            # One batch: the base request and one request per slot, sent together (twice, for more shared steps).
+            models = ["base", *every_slot_filled] * 2
+            together = await asyncio.gather(*(_greedy(client, live_server.url, m) for m in models))
+            return alone, list(zip(models, together))
+
+    alone, together = asyncio.run(scenario())
+    for model, tokens in together:
+        assert tokens == alone[model], f"{model} batched with every LoRA slot occupied differs from {model} alone"
+    # The adapters really change the output (else the base check proves nothing), and a copy is its source.
+    assert alone["sft@1"] != alone["base"] and alone["dpo@1"] != alone["base"]
+    assert alone["slotfill-a@1"] == alone["sft@1"] and alone["slotfill-b@1"] == alone["dpo@1"]
