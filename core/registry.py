@@ -46,6 +46,10 @@ class RegistryError(ValueError):
     """A registry operation cannot be done; the message says why and what to do instead."""
 
 
+class VersionExistsError(RegistryError):
+    """The version asked for is already taken (possibly by a concurrent writer a moment ago): take the next one."""
+
+
 def valid_name(name: object) -> bool:
     """Whether `name` may name an adapter or an alias (the pattern in the module docstring; 'base' excluded)."""
     return (isinstance(name, str) and bool(NAME_RE.match(name)) and ".." not in name
@@ -198,13 +202,15 @@ class AdapterRegistry:
         version = version or self.next_version(name)
         final = self.root / name / str(version)
         if final.exists():
-            raise RegistryError(f"{name}@{version} already exists and versions are immutable; write {name}@{self.next_version(name)} instead.")
+            raise VersionExistsError(f"{name}@{version} already exists and versions are immutable; write {name}@{self.next_version(name)} instead.")
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=final.parent))
         try:
             for item in source_dir.iterdir():
                 if item.is_file() and item.name != META_FILE:
                     shutil.copy2(item, staging / item.name)
+                elif item.is_dir():  # e.g. logs/ (tracker files); not part of the content hash
+                    shutil.copytree(item, staging / item.name)
             record = dict(meta)
             record.update(
                 name=name,
@@ -218,7 +224,7 @@ class AdapterRegistry:
                 # rename fails if the target appeared meanwhile: immutability holds even under a race.
                 os.rename(staging, final)
             except OSError as exc:
-                raise RegistryError(f"{name}@{version} already exists and versions are immutable.") from exc
+                raise VersionExistsError(f"{name}@{version} already exists and versions are immutable.") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

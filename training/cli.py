@@ -4,8 +4,11 @@
     palate data build [--seed 0] [--out DIR]  write the demo listings dataset (4 JSONL files)
     palate data validate FILE --kind sft|dpo  line-numbered report; exit 2 if the file is unusable
     palate train sft|dpo [flags]              one job; flags are TRL/LoRA/Palate fields (`palate train sft --help`)
-    palate train all --profile quick --if-missing   sft then dpo, skipping what the registry already has
+    palate train sft|dpo --nproc N [--accelerate-config fsdp|zero2|zero3|PATH] [flags]
+                                              the same job under N torch.distributed processes (training/launch.py)
+    palate train all --profile quick --if-missing [--nproc N]   sft then dpo, skipping what the registry has
     palate adapters list                      the registry: versions, kinds, parents, headline metrics
+    palate adapters show NAME@V               one version's training summary and where its curves are
     palate adapters add PATH --name N         register an adapter trained elsewhere (kind external)
 
 Heavy imports (torch, TRL) happen inside handlers so `palate --help` stays instant.
@@ -50,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     every.add_argument("--profile", default="quick", choices=["quick", "full"])
     every.add_argument("--if-missing", action="store_true", help="Skip a job whose alias is already in the registry.")
     every.add_argument("--registry", default="adapters", help="Adapter registry root.")
+    every.add_argument("--nproc", type=int, default=None, help="Train each job under N torch.distributed processes.")
+    every.add_argument("--accelerate-config", default=None,
+                       help="GPU launch config: fsdp, zero2, zero3 (configs/accelerate/) or a path.")
     every.set_defaults(handler=_train_all)
 
     adapters = subparsers.add_parser("adapters", help="List or add adapters in the registry.")
@@ -57,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = adapters_sub.add_parser("list", help="Show every adapter version with its headline metrics.")
     listing.add_argument("--registry", default="adapters", help="Adapter registry root.")
     listing.set_defaults(handler=_adapters_list)
+    show = adapters_sub.add_parser("show", help="One version's training summary and where its curves are.")
+    show.add_argument("ref", help="name@version, a name (its alias, else its latest version) or an alias.")
+    show.add_argument("--registry", default="adapters", help="Adapter registry root.")
+    show.set_defaults(handler=_adapters_show)
     add = adapters_sub.add_parser("add", help="Register a LoRA adapter trained elsewhere (validated, kind external).")
     add.add_argument("path", help="PEFT adapter directory (adapter_config.json + adapter_model.safetensors).")
     add.add_argument("--name", required=True, help="Registry name; the version is the next free one.")
@@ -103,23 +113,39 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _run_job(kind: str, flags: list[str]) -> int:
+    import os
+
     from core.registry import RegistryError
     from training.config import resolve_job
+    from training.distributed import MainRankFailed
     from training.jobs import TrainingInterrupted, run_job
+    from training.launch import inside_launch, launch_job, split_launch_flags
     from training.validate import DataValidationError
 
+    nproc, accelerate_config, flags = split_launch_flags(flags)
+    if inside_launch() and (nproc or accelerate_config):
+        print(f"palate train {kind}: --nproc/--accelerate-config given inside a launched rank; "
+              "the launcher has already started the processes.", file=sys.stderr)
+        return 2
+    if accelerate_config is not None or (nproc or 1) > 1:
+        return launch_job(kind, flags, nproc or 1, accelerate_config)
+    main = os.environ.get("RANK", "0") == "0"  # under a launcher only rank 0 reports; the launcher names failures
+    report = (lambda text: print(text, file=sys.stderr)) if main else (lambda text: None)
     try:
         adapter = run_job(resolve_job(kind, argv=flags))
     except DataValidationError as exc:
-        print(f"palate train {kind}: invalid data\n{exc}", file=sys.stderr)
+        report(f"palate train {kind}: invalid data\n{exc}")
         return 2
     except RegistryError as exc:
-        print(f"palate train {kind}: {exc}", file=sys.stderr)
+        report(f"palate train {kind}: {exc}")
         return 2
+    except MainRankFailed:
+        return 2  # rank 0 printed the reason
     except TrainingInterrupted as exc:
-        print(f"palate train {kind}: {exc}", file=sys.stderr)
+        report(f"palate train {kind}: {exc}")
         return 130
-    print(_describe(adapter))
+    if main:
+        print(_describe(adapter))
     return 0
 
 
@@ -139,7 +165,9 @@ def _train_all(args: argparse.Namespace) -> int:
             continue
         print(f"palate train all: training {kind} (profile {args.profile}) ...", flush=True)
         started = time.time()
-        code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry])
+        launch = ([f"--nproc={args.nproc}"] if args.nproc else []) + (
+            [f"--accelerate-config={args.accelerate_config}"] if args.accelerate_config else [])
+        code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry, *launch])
         if code:
             return code
         print(f"palate train all: {kind} done in {time.time() - started:.0f}s wall", flush=True)
@@ -184,6 +212,21 @@ def _adapters_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+    return 0
+
+
+def _adapters_show(args: argparse.Namespace) -> int:
+    from core.registry import AdapterRegistry, RegistryError
+    from training.config import project_path
+    from training.summary import adapter_summary
+
+    registry = AdapterRegistry(project_path(args.registry))
+    try:
+        adapter = registry.resolve(args.ref)
+    except RegistryError as exc:
+        print(f"palate adapters show: {exc}", file=sys.stderr)
+        return 2
+    print(adapter_summary(registry, adapter))
     return 0
 
 

@@ -10,18 +10,27 @@ A job runs in `runs/<name>/<fingerprint>/`; the fingerprint covers the resolved 
 parent, so the same command finds its own checkpoints and resumes (Ctrl-C saves one before stopping). On success
 the adapter, `metrics.json` and `metrics.png` are registered with a `palate.json` record and the run directory is
 removed.
+
+Under several processes (`palate train ... --nproc N`, training/launch.py) every rank runs this same job: rank 0
+alone validates the data, picks and locks the run directory and registers; the other ranks receive what it prepared
+and wait. Two launches of the same job (same fingerprint) cannot share a run directory: the second is refused while
+the first holds its lock. Two launches that finish at once on one registry take consecutive versions.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import ConfigError, load_model_config
-from core.registry import AdapterRegistry, AdapterVersion, RegistryError
+from core.registry import AdapterRegistry, AdapterVersion, RegistryError, VersionExistsError, parse_ref
+from training import distributed
 from training.config import JobSpec, project_path, resolve_job
 from training.data import ensure_dataset
 from training.inputs import PreparedData, base_model_info, prepare_data
@@ -145,39 +154,145 @@ def _lora_record(adapter_dir: Path) -> dict:
     return {"r": cfg.get("r"), "alpha": cfg.get("lora_alpha"), "target_modules": sorted(targets)}
 
 
-def run_job(spec: JobSpec, log=print) -> AdapterVersion:
-    """Run a resolved job end to end (validate data, train or resume, evaluate, register). See module docstring."""
-    from transformers.trainer_utils import get_last_checkpoint
+@dataclass
+class JobPlan:
+    """What rank 0 decided before training; every rank trains from the same plan."""
 
+    model_dir: Path
+    base: dict
+    train: PreparedData
+    evaluation: PreparedData | None
+    parent: AdapterVersion | None
+    run_dir: Path
+    last_checkpoint: str | None
+
+
+class RunLock:
+    """An exclusive lock on a run directory (fcntl, released when the process ends, however it ends)."""
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._handle = open(run_dir / ".lock", "a+")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            raise RegistryError(f"another launch is running this same job right now (run directory {run_dir} is "
+                                "locked); wait for it to finish, or change the config or data to start another run.")
+        self._handle.truncate(0)
+        self._handle.write(str(os.getpid()))
+        self._handle.flush()
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+
+def last_complete_checkpoint(run_dir: Path) -> str | None:
+    """The newest `checkpoint-N` whose trainer_state.json was written (the Trainer writes it last), so a rank killed
+    while a checkpoint was being saved leaves the previous complete one as the resume point."""
+    if not run_dir.is_dir():
+        return None
+    done = [p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def _prepare(spec: JobSpec, name: str, registry: AdapterRegistry, log) -> JobPlan:
+    """Rank 0's part before training: model directory, data validation, parent, run directory."""
     args = spec.palate
-    name = args.name or spec.kind
-    registry = AdapterRegistry(project_path(args.registry))
     model_dir = project_path(args.base_model_dir) if args.base_model_dir else load_model_config().resolved_dir()
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"base model directory {model_dir} has no config.json; run `palate model pull` first.")
     base = base_model_info(model_dir)
     train, evaluation = _resolve_inputs(spec, log)
     parent = _resolve_parent(spec, registry, base)
-
     run_dir = project_path(args.run_root) / name / _fingerprint(spec, base, train, evaluation, parent)
+    return JobPlan(model_dir, base, train, evaluation, parent, run_dir, last_complete_checkpoint(run_dir))
+
+
+TRACKERS_WITH_LOCAL_LOGS = {"tensorboard", "trackio"}
+
+
+def _report_to(spec: JobSpec) -> list[str]:
+    value = spec.trl.report_to
+    values = [value] if isinstance(value, str) else list(value or [])
+    return [v for v in values if v and v != "none"]
+
+
+def _keep_tracker_logs(spec: JobSpec, run_dir: Path) -> None:
+    """Point the trackers at `<run dir>/logs/`, which is registered with the adapter (tensorboard: event files;
+    trackio: its local SQLite store, through TRACKIO_DIR, read when trackio is imported)."""
+    trackers = _report_to(spec)
+    unsupported = sorted(set(trackers) - TRACKERS_WITH_LOCAL_LOGS)
+    if unsupported:
+        raise ConfigError(f"report_to {unsupported}: Palate keeps a run's logs with its adapter for "
+                          f"{sorted(TRACKERS_WITH_LOCAL_LOGS)} (local files); use one of those or none.")
+    if "tensorboard" in trackers:
+        spec.trl.logging_dir = str(run_dir / "logs" / "tensorboard")
+    if "trackio" in trackers:
+        os.environ["TRACKIO_DIR"] = str(run_dir / "logs" / "trackio")
+        spec.trl.project = spec.trl.project if spec.trl.project != "huggingface" else "palate"
+        spec.trl.run_name = spec.trl.run_name or f"{spec.palate.name or spec.kind}-{run_dir.name}"
+
+
+def distributed_record(spec: JobSpec) -> dict:
+    """World size and batch arithmetic for palate.json: effective batch = world x per-device x accumulation."""
+    world, t = distributed.world_size(), spec.trl
+    record = {"world_size": world, "per_device_train_batch_size": t.per_device_train_batch_size,
+              "gradient_accumulation_steps": t.gradient_accumulation_steps,
+              "effective_batch_size": world * t.per_device_train_batch_size * t.gradient_accumulation_steps}
+    if world > 1:
+        import torch.distributed as dist
+
+        record["backend"] = dist.get_backend()
+        record["launcher"] = "torch.distributed elastic (torchrun)" if "TORCHELASTIC_RUN_ID" in os.environ else "other"
+    return record
+
+
+def run_job(spec: JobSpec, log=print) -> AdapterVersion:
+    """Run a resolved job end to end (validate data, train or resume, evaluate, register). See module docstring."""
+    args = spec.palate
+    name = args.name or spec.kind
+    registry = AdapterRegistry(project_path(args.registry))
+    say = log if distributed.is_main() else (lambda *a, **k: None)
+    held: dict = {}
+
+    def prepare_on_main() -> JobPlan:
+        plan = _prepare(spec, name, registry, say)
+        held["lock"] = RunLock(plan.run_dir)
+        return plan
+
+    plan = distributed.on_main_then_share(prepare_on_main)
+    try:
+        return _train_and_register(spec, name, registry, plan, say)
+    finally:
+        if "lock" in held:
+            held["lock"].release()
+
+
+def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, plan: JobPlan, log) -> AdapterVersion:
+    run_dir, last_checkpoint, parent, t = plan.run_dir, plan.last_checkpoint, plan.parent, spec.trl
     spec.trl.output_dir = str(run_dir)
-    last_checkpoint = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
-    t = spec.trl
-    log(f"palate train {spec.kind}: profile={args.profile} -> {name}@{registry.next_version(name)}; "
-        f"base={base['id']} parent={parent.ref if parent else None}; max_steps={t.max_steps} epochs={t.num_train_epochs} "
-        f"batch={t.per_device_train_batch_size}x{t.gradient_accumulation_steps} lr={t.learning_rate}"
+    _keep_tracker_logs(spec, run_dir)
+    world = distributed.world_size()
+    log(f"palate train {spec.kind}: profile={spec.palate.profile} -> {name}@{registry.next_version(name)}; "
+        f"base={plan.base['id']} parent={parent.ref if parent else None}; max_steps={t.max_steps} "
+        f"epochs={t.num_train_epochs} batch={t.per_device_train_batch_size}x{t.gradient_accumulation_steps}"
+        + (f"x{world} processes" if world > 1 else "") + f" lr={t.learning_rate}"
         + (f" beta={t.beta} precompute_ref_log_probs={t.precompute_ref_log_probs}" if spec.kind == "dpo" else "")
         + f"; run dir {run_dir}")
     if last_checkpoint:
         log(f"resuming from {last_checkpoint}")
 
-    model, tokenizer = load_model(spec, model_dir, parent)
+    model, tokenizer = load_model(spec, plan.model_dir, parent)
     recorder = MetricsRecorder(run_dir / "metrics.json")
     if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
         state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
         recorder.history = [dict(e) for e in state.get("log_history", [])]
     interrupt = GracefulInterrupt()
-    trainer = make_trainer(spec, model, tokenizer, train, evaluation, [recorder, interrupt])
+    trainer = make_trainer(spec, model, tokenizer, plan.train, plan.evaluation, [recorder, interrupt])
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=last_checkpoint)
@@ -187,35 +302,73 @@ def run_job(spec: JobSpec, log=print) -> AdapterVersion:
         raise TrainingInterrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}. "
                                   "Run the same command again to resume.")
     train_seconds = time.time() - started
-    if evaluation is not None:
-        trainer.evaluate()  # logged through the recorder as eval_* entries
+    evaluation_record = None
+    if plan.evaluation is not None:
+        evaluation_record = evaluate_held_out(trainer, spec)  # logged through the recorder as eval_* entries
     eval_seconds = time.time() - started - train_seconds
-    return _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir,
-                     {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
-                      "global_step": result.global_step,
-                      "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}, log)
+    timing = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
+              "global_step": result.global_step,
+              "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}
+    return _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, parent,
+                     run_dir, timing, log, evaluation_record)
+
+
+def evaluate_held_out(trainer, spec: JobSpec) -> dict:
+    """Score the whole held-out split once, on every rank together (training/distributed.py `eval_plan`)."""
+    dataset = trainer.eval_dataset
+    plan = distributed.eval_plan(len(dataset), distributed.world_size(), spec.trl.per_device_eval_batch_size)
+    if plan.world > 1:
+        from datasets import concatenate_datasets
+
+        trainer.args.per_device_eval_batch_size = plan.batch
+        if plan.repeats > 1:
+            dataset = concatenate_datasets([dataset] * plan.repeats)
+        trainer.evaluate(eval_dataset=dataset)
+    else:
+        trainer.evaluate()
+    return plan.record()
 
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir, timing, log):
-    saved, final_dir = run_dir / "saved", run_dir / "final"
-    for directory in (saved, final_dir):
-        shutil.rmtree(directory, ignore_errors=True)
-    version = registry.next_version(name)
+def _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir, timing, log,
+              evaluation_record=None):
+    saved = run_dir / "saved"
+    if distributed.is_main():
+        shutil.rmtree(saved, ignore_errors=True)
+    distributed.barrier()
     # save_model gathers sharded weights under FSDP/DeepSpeed (a collective: every rank calls it). PEFT writes the
     # trained "default" adapter at the top level and the frozen "ref" copy in a subfolder, which is not kept.
     trainer.save_model(str(saved))
-    if not trainer.accelerator.is_main_process:
-        trainer.accelerator.wait_for_everyone()
-        return registry.get(name, version)
+    world = distributed_record(spec)
+    # Rank 0 registers; the others wait for the reference it registered (or its error).
+    ref = distributed.on_main_then_share(
+        lambda: _register_main(spec, name, registry, recorder, base, train, evaluation, parent, run_dir, timing, log,
+                               {"distributed": world, "evaluation": evaluation_record}).ref)
+    adapter_name, version = parse_ref(ref)
+    return registry.get(adapter_name, version)
+
+
+def _stage_final(spec, name, version, recorder, run_dir) -> Path:
+    """run_dir/final: the adapter files, metrics.json, metrics.png and the trackers' logs/ - what registry.add takes."""
+    saved, final_dir = run_dir / "saved", run_dir / "final"
+    shutil.rmtree(final_dir, ignore_errors=True)
     final_dir.mkdir(parents=True)
     for file_name in ADAPTER_FILES:
         shutil.copy2(saved / file_name, final_dir / file_name)
+    if (run_dir / "logs").is_dir():
+        shutil.copytree(run_dir / "logs", final_dir / "logs")
     history = recorder.history
     (final_dir / "metrics.json").write_text(json.dumps(history, indent=1))
     plot_metrics(history, final_dir / "metrics.png", f"{name}@{version} ({spec.kind}, profile {spec.palate.profile})")
+    return final_dir
+
+
+def _register_main(spec, name, registry, recorder, base, train, evaluation, parent, run_dir, timing, log, extra):
+    version = registry.next_version(name)
+    final_dir = _stage_final(spec, name, version, recorder, run_dir)
+    history = recorder.history
     meta = {
         "kind": spec.kind,
         "base_model": {"id": base["id"], "weights_sha256": base["weights_sha256"]},
@@ -226,14 +379,21 @@ def _register(spec, name, registry, trainer, recorder, base, train, evaluation, 
         "lora": _lora_record(final_dir),
         "metrics": final_metrics(history),
         "timing": timing,
+        **extra,
     }
-    adapter = registry.add(name, final_dir, meta, version=version, move_alias=False)
+    while True:  # another launch may take this version between next_version and the atomic rename: take the next
+        try:
+            adapter = registry.add(name, final_dir, meta, version=version, move_alias=False)
+            break
+        except VersionExistsError:
+            log(f"{name}@{version} was registered by another launch meanwhile; registering as {name}@{version + 1}")
+            version = registry.next_version(name)
+            final_dir = _stage_final(spec, name, version, recorder, run_dir)
     current = registry.aliases().get(name)
     if current is None:
         # Nothing is served under this name yet, so there is nothing to beat: the first version takes the alias.
         registry.promote(name, adapter.ref, {"reason": f"first version of '{name}': nothing served under it to "
                                                        "compare against"})
-    trainer.accelerator.wait_for_everyone()
     shutil.rmtree(run_dir, ignore_errors=True)
     log(f"registered {adapter.ref} at {adapter.path}")
     if current is not None:

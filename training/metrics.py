@@ -1,9 +1,11 @@
 """Training metrics: recorded at every logging step, written as JSON and plotted as PNG next to the adapter.
 
 `MetricsRecorder` is a `transformers.TrainerCallback`; it keeps `trainer.state.log_history`-style entries and
-rewrites `<dir>/metrics.json` after every log, so a crashed or interrupted run still leaves its curve behind.
-`plot_metrics(history, path)` draws loss and, for DPO, rewards/chosen, rewards/rejected, rewards/margins and
-rewards/accuracies against the step.
+rewrites `<dir>/metrics.json` after every log (rank 0 only, under several processes), so a crashed or interrupted
+run still leaves its curve behind. `plot_metrics(history, path)` draws loss and, for DPO, rewards/chosen,
+rewards/rejected, rewards/margins, rewards/accuracies, the chosen and rejected log-probs and the policy's entropy
+against the step: chosen log-probs falling while reward accuracy climbs is likelihood displacement (the policy
+lowers both answers, the rejected one faster), and falling entropy is the policy collapsing onto few tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 DPO_REWARD_KEYS = ["rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"]
+DPO_LOGP_KEYS = ["logps/chosen", "logps/rejected"]
+# The panels plot_metrics draws for a DPO run, in order (tests and `palate adapters show` name them).
+DPO_PANELS = ["loss", "implicit rewards", "reward accuracy", "log-probs", "policy entropy"]
 
 
 class MetricsRecorder(TrainerCallback):
@@ -28,8 +33,9 @@ class MetricsRecorder(TrainerCallback):
         if logs:
             entry = {"step": state.global_step, "epoch": state.epoch, **logs}
             self.history.append(entry)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.history, indent=1))
+            if state.is_world_process_zero:  # every rank logs the same (gathered) values; one writes them
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(json.dumps(self.history, indent=1))
 
 
 class GracefulInterrupt(TrainerCallback):
@@ -81,8 +87,14 @@ def final_metrics(history: list[dict]) -> dict:
     return {"train": train, "eval": evaluation}
 
 
+def _series(history: list[dict], key: str) -> tuple[list, list]:
+    points = [e for e in history if key in e and "step" in e]
+    return [e["step"] for e in points], [e[key] for e in points]
+
+
 def plot_metrics(history: list[dict], path: Path, title: str) -> Path:
-    """Plot the training curves (loss; DPO rewards when present) to a PNG at `path`."""
+    """Plot the training curves to a PNG at `path`: loss; for DPO also the implicit rewards, reward accuracy,
+    chosen/rejected log-probs and entropy (train lines, held-out eval as red points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +102,8 @@ def plot_metrics(history: list[dict], path: Path, title: str) -> Path:
 
     steps = [e for e in history if "loss" in e]
     has_rewards = any("rewards/margins" in e for e in steps)
-    fig, axes = plt.subplots(1, 3 if has_rewards else 1, figsize=(15 if has_rewards else 6, 4), squeeze=False)
+    panels = 5 if has_rewards else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels if has_rewards else 6, 4), squeeze=False)
     ax = axes[0][0]
     ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], marker=".", label="train loss")
     evals = [e for e in history if "eval_loss" in e]
@@ -100,17 +113,28 @@ def plot_metrics(history: list[dict], path: Path, title: str) -> Path:
     if has_rewards:
         ax = axes[0][1]
         for key in DPO_REWARD_KEYS[:3]:
-            ax.plot([e["step"] for e in steps if key in e], [e[key] for e in steps if key in e], marker=".", label=key)
+            ax.plot(*_series(steps, key), marker=".", label=key)
         ax.axhline(0, color="grey", linewidth=0.5)
         ax.set_xlabel("step"), ax.set_title("implicit rewards"), ax.legend()
         ax = axes[0][2]
-        key = "rewards/accuracies"
-        ax.plot([e["step"] for e in steps if key in e], [e[key] for e in steps if key in e], marker=".", label="train")
-        eval_acc = [e for e in history if "eval_rewards/accuracies" in e]
-        if eval_acc:
-            ax.scatter([e["step"] for e in eval_acc], [e["eval_rewards/accuracies"] for e in eval_acc], color="red",
-                       label="eval", zorder=3)
+        ax.plot(*_series(steps, "rewards/accuracies"), marker=".", label="train")
+        eval_x, eval_y = _series(history, "eval_rewards/accuracies")
+        if eval_x:
+            ax.scatter(eval_x, eval_y, color="red", label="eval", zorder=3)
         ax.set_ylim(0, 1.05), ax.set_xlabel("step"), ax.set_title("reward accuracy"), ax.legend()
+        ax = axes[0][3]
+        for key in DPO_LOGP_KEYS:
+            ax.plot(*_series(steps, key), marker=".", label=key)
+            eval_x, eval_y = _series(history, f"eval_{key}")
+            if eval_x:
+                ax.scatter(eval_x, eval_y, label=f"eval {key}", zorder=3)
+        ax.set_xlabel("step"), ax.set_title("log-probs (chosen falling = displacement)"), ax.legend()
+        ax = axes[0][4]
+        ax.plot(*_series(steps, "entropy"), marker=".", label="train")
+        eval_x, eval_y = _series(history, "eval_entropy")
+        if eval_x:
+            ax.scatter(eval_x, eval_y, color="red", label="eval", zorder=3)
+        ax.set_xlabel("step"), ax.set_title("policy entropy"), ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
