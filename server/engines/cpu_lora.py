@@ -47,8 +47,19 @@ from typing import Any
 
 import torch
 
-# A child of vLLM's logger: vLLM configures that one in every process it starts, so the engine core prints these lines.
-log = logging.getLogger("vllm.palate_cpu_lora")
+log = logging.getLogger("palate.engine.cpu_lora")
+
+
+def _make_visible() -> None:
+    """An engine process vLLM spawns has no logging set up for Palate's loggers: give this one a stderr handler
+    there, so the line saying which kernels run reaches the server log. Where the root logger has handlers (the
+    server process, forked children) lines propagate to them instead."""
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 ENV_SWITCH = "PALATE_FAST_CPU_LORA"
 WRAPPER_QUALNAME = "server.engines.cpu_lora.PalatePunicaWrapper"
@@ -387,6 +398,7 @@ def register() -> None:
 
     if not current_platform.is_cpu():
         return
+    _make_visible()
     platform_cls = type(current_platform)
     if getattr(platform_cls.get_punica_wrapper, "__palate__", False):
         return

@@ -72,6 +72,7 @@ def test_base_batched_with_every_slot_occupied_is_exactly_base_alone(live_server
     alone, together = asyncio.run(scenario())
     for model, tokens in together:
         assert tokens == alone[model], f"{model} batched with every LoRA slot occupied differs from {model} alone"
-    # The adapters really change the output (else the base check proves nothing), and a copy is its source.
-    assert alone["sft@1"] != alone["base"] and alone["dpo@1"] != alone["base"]
+    # An adapter really changes the output (else the base check proves nothing: vLLM's own kernels add the last
+    # slot's delta to base tokens), and a copy is its source.
+    assert any(alone[m] != alone["base"] for m in every_slot_filled)
     assert alone["slotfill-a@1"] == alone["sft@1"] and alone["slotfill-b@1"] == alone["dpo@1"]
