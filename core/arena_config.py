@@ -34,6 +34,13 @@ class ArenaConfig(_Strict):
     pending_window_s: float = Field(
         900.0, description="Battles started this recently and not yet voted count towards their pair's load, so "
         "concurrent battles spread over pairs instead of piling onto the least-voted one.")
+    matchmaking: Literal["least_played", "active"] = Field(
+        "least_played", description="How the next battle's pair is picked: 'least_played' (the pair with the fewest "
+        "battles) or 'active' (the pair whose Bradley-Terry order is least settled and whose outcome is most "
+        "uncertain, server/arena/active_matchmaking.py; every pair keeps `active_floor` of an equal share).")
+    active_floor: float = Field(
+        0.25, ge=0, le=1, description="With matchmaking 'active': every pair gets at least this fraction of an equal "
+        "share of battles (1 / number of pairs); 0 lets the policy starve settled pairs.")
     min_votes: int = Field(10, description="Below this many votes a contestant is shown as provisional.")
     bootstrap_rounds: int = Field(200, ge=100, description="Bootstrap rounds for the 95% rating intervals (>= 100).")
     pseudo_ties: float = Field(0.5, ge=0, description="Virtual tie games per pair: keeps unbeaten ratings finite.")

@@ -21,6 +21,7 @@ from core.config import ServerConfig
 from core.votes import (SIDES, AlreadyVoted, BattleContinued, BattleNotFinished, BattleNotFound, BattleRecord,
                         NotEditable, SideRecord, VoteStore, prompt_hash, sha256_text, utcnow)
 from server.arena.generation import generate_one
+from server.arena.active_matchmaking import choose_pair_active
 from server.arena.matchmaking import choose_pair, contains_identity, identity_terms, side_flags
 from server.arena.protocol import (BattleRequest, BattleView, ContestantReveal, EditRequest, Reveal, SideView,
                                    VoteRequest)
@@ -155,7 +156,12 @@ class ArenaService:
                            code="not_enough_contestants")
         load = await asyncio.to_thread(store.pair_load, self.config.pending_window_s)
         by_id = {c.id: c for c in contestants}
-        left, right = choose_pair(list(by_id), load, self.rng)
+        if self.config.matchmaking == "active":
+            outcomes = await asyncio.to_thread(store.outcomes)
+            left, right = choose_pair_active(list(by_id), load, outcomes, self.rng, floor=self.config.active_floor,
+                                             pseudo_ties=self.config.pseudo_ties)
+        else:
+            left, right = choose_pair(list(by_id), load, self.rng)
         return {"A": by_id[left], "B": by_id[right]}
 
     async def _continuation(self, store: VoteStore, request: BattleRequest) -> tuple[BattleRecord, dict[str, Any]]:

@@ -92,6 +92,24 @@ def test_blinding_bytes_fake_engine(tmp_path):
         server.stop()
 
 
+def test_blinding_bytes_fake_engine_active_matchmaking(tmp_path, monkeypatch):
+    """The same byte check with `matchmaking: active`: after the first three battles (one per pair) the pair comes
+    from the Bradley-Terry scores of the stored votes, and still nothing before the vote names a contestant."""
+    from tests.arena.fake_server import FakeServerProcess
+
+    config = tmp_path / "arena.yaml"
+    config.write_text((Path(__file__).resolve().parents[2] / "configs" / "arena.yaml").read_text()
+                      .replace("matchmaking: least_played", "matchmaking: active"))
+    assert "matchmaking: active" in config.read_text()
+    monkeypatch.setenv("PALATE_ARENA_CONFIG", str(config))
+    server = FakeServerProcess(tmp_path).start()
+    try:
+        for prompt in ("Describe a condo", "Describe a house", "Describe a loft", "Describe a barn", "FAIL now"):
+            check_blinding(server.url, tmp_path / "adapters", prompt)
+    finally:
+        server.stop()
+
+
 @pytest.mark.e2e
 def test_blinding_bytes_live_server(live_server):
     for prompt in ("Write a listing for a 2-bed condo near the Green Line.", "Describe a townhouse in Cedar Park."):
