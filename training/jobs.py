@@ -222,19 +222,29 @@ def _report_to(spec: JobSpec) -> list[str]:
 
 
 def _keep_tracker_logs(spec: JobSpec, run_dir: Path) -> None:
-    """Point the trackers at `<run dir>/logs/`, which is registered with the adapter (tensorboard: event files;
-    trackio: its local SQLite store, through TRACKIO_DIR, read when trackio is imported)."""
+    """Point the trackers at `<run dir>/logs/`, which is registered with the adapter (tensorboard: event files,
+    through TENSORBOARD_LOGGING_DIR, which transformers' callback reads when the trainer is built; trackio: its local
+    SQLite store, through TRACKIO_DIR, read when trackio is imported)."""
     trackers = _report_to(spec)
     unsupported = sorted(set(trackers) - TRACKERS_WITH_LOCAL_LOGS)
     if unsupported:
         raise ConfigError(f"report_to {unsupported}: Palate keeps a run's logs with its adapter for "
                           f"{sorted(TRACKERS_WITH_LOCAL_LOGS)} (local files); use one of those or none.")
     if "tensorboard" in trackers:
-        spec.trl.logging_dir = str(run_dir / "logs" / "tensorboard")
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "logs" / "tensorboard")
     if "trackio" in trackers:
         os.environ["TRACKIO_DIR"] = str(run_dir / "logs" / "trackio")
         spec.trl.project = spec.trl.project if spec.trl.project != "huggingface" else "palate"
         spec.trl.run_name = spec.trl.run_name or f"{spec.palate.name or spec.kind}-{run_dir.name}"
+
+
+def _finish_trackers(spec: JobSpec) -> None:
+    """Flush trackio's run (its writer is a background thread) so the logs registered with the adapter are whole."""
+    if "trackio" in _report_to(spec) and distributed.is_main():
+        import trackio
+
+        if trackio.context_vars.current_run.get() is not None:
+            trackio.finish()
 
 
 def distributed_record(spec: JobSpec) -> dict:
@@ -306,6 +316,7 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
     if plan.evaluation is not None:
         evaluation_record = evaluate_held_out(trainer, spec)  # logged through the recorder as eval_* entries
     eval_seconds = time.time() - started - train_seconds
+    _finish_trackers(spec)
     timing = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
               "global_step": result.global_step,
               "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}
