@@ -1,9 +1,9 @@
 """Active matchmaking: pick the pair whose next vote tells the most about the ranking. Pure rules, no I/O.
 
 Model: Bradley–Terry on the natural-log scale, contestant i has skill t_i and beats j with probability
-p_ij = 1 / (1 + exp(t_j - t_i)). Skills are fitted by Hunter's MM iteration on the vote tallies plus `pseudo_ties`
-virtual tie games per pair (a prior that keeps unbeaten skills finite). Their covariance is the pseudo-inverse of the
-Fisher information (the sum-to-zero constraint makes it singular):
+p_ij = 1 / (1 + exp(t_j - t_i)). Skills are fitted on the vote tallies plus `pseudo_ties` virtual tie games per
+pair (a prior that keeps unbeaten skills finite). Their covariance is the pseudo-inverse of the
+Fisher information (with one skill held fixed, as the likelihood only sees differences); the fit is Newton's method on the likelihood:
 
     I_ii = sum_j n_ij p_ij (1 - p_ij),   I_ij = -n_ij p_ij (1 - p_ij),   var(t_i - t_j) = e_ij^T I^+ e_ij
 
@@ -30,14 +30,12 @@ import numpy as np
 _SCORE_A = {"A": 1.0, "B": 0.0, "tie": 0.5, "both_bad": 0.5}
 
 
-def fit_skills(contestants: Sequence[str], outcomes: Iterable[tuple[str, str, str]], pseudo_ties: float = 0.5,
-               max_iter: int = 2000, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
-    """(skills, covariance) on the natural-log scale for `contestants` in their order, from (a, b, winner) votes
-    (winner "A", "B", "tie" or "both_bad"; a tie is half a win each). Votes naming others are ignored."""
+def tally(contestants: Sequence[str], outcomes: Iterable[tuple[str, str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(wins, games) for `contestants` in their order: wins[i, j] is i's (half-)wins over j, games symmetric.
+    Votes naming others, self-pairs and unknown winners are ignored."""
     index = {name: i for i, name in enumerate(contestants)}
     k = len(index)
-    wins = pseudo_ties / 2.0 * (1.0 - np.eye(k))
-    games = pseudo_ties * (1.0 - np.eye(k))
+    wins, games = np.zeros((k, k)), np.zeros((k, k))
     for a, b, winner in outcomes:
         if a not in index or b not in index or a == b or winner not in _SCORE_A:
             continue
@@ -46,36 +44,65 @@ def fit_skills(contestants: Sequence[str], outcomes: Iterable[tuple[str, str, st
         wins[j, i] += 1.0 - s
         games[i, j] += 1.0
         games[j, i] += 1.0
-    p = np.ones(k)
+    return wins, games
+
+
+def skills_from_tallies(wins: np.ndarray, games: np.ndarray, pseudo_ties: float = 0.5, max_iter: int = 100,
+                        tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """(skills with mean 0, covariance) from tallies plus `pseudo_ties` virtual ties per pair. Newton's method on the
+    log-likelihood (gradient W_i - sum_j n_ij p_ij, Hessian minus the information), steps capped at 5 nats. Needs a
+    positive `pseudo_ties` or a connected comparison graph."""
+    k = wins.shape[0]
+    prior = pseudo_ties * (1.0 - np.eye(k))
+    wins, games = wins + prior / 2.0, games + prior
     total = wins.sum(axis=1)
+    skills = np.zeros(k)
+
+    def information(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prob = 1.0 / (1.0 + np.exp(theta[None, :] - theta[:, None]))
+        weight = games * prob * (1.0 - prob)
+        return prob, np.diag(weight.sum(axis=1)) - weight
+
+    # The last skill is held at 0 while solving (the reduced information is invertible when the comparison graph
+    # is connected, which the prior guarantees); differences, and so their variances, do not depend on the choice.
     for _ in range(max_iter):
-        denom = (games / (p[:, None] + p[None, :])).sum(axis=1)
-        new = np.where(denom > 0, total / np.where(denom > 0, denom, 1.0), 1.0)
-        new = np.clip(new, 1e-12, None)
-        new /= math.exp(np.log(new).mean())
-        done = np.max(np.abs(np.log(new) - np.log(p))) < tol
-        p = new
-        if done:
+        prob, info = information(skills)
+        step = np.zeros(k)
+        step[:-1] = np.linalg.solve(info[:-1, :-1], (total - (games * prob).sum(axis=1))[:-1])
+        step = np.clip(step, -5.0, 5.0)
+        skills = skills + step
+        if np.max(np.abs(step)) < tol:
             break
-    skills = np.log(p)
-    prob = 1.0 / (1.0 + np.exp(skills[None, :] - skills[:, None]))
-    weight = games * prob * (1.0 - prob)
-    information = np.diag(weight.sum(axis=1)) - weight
-    return skills, np.linalg.pinv(information)
+    cov = np.zeros((k, k))
+    cov[:-1, :-1] = np.linalg.inv(information(skills)[1][:-1, :-1])
+    centre = np.eye(k) - 1.0 / k  # report mean-0 skills and their covariance
+    return skills - skills.mean(), centre @ cov @ centre
+
+
+def fit_skills(contestants: Sequence[str], outcomes: Iterable[tuple[str, str, str]],
+               pseudo_ties: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(skills, covariance) on the natural-log scale for `contestants` in their order, from (a, b, winner) votes
+    (winner "A", "B", "tie" or "both_bad"; a tie is half a win each)."""
+    return skills_from_tallies(*tally(contestants, outcomes), pseudo_ties=pseudo_ties)
+
+
+def scores_from_fit(skills: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """score_ij (module docstring) as a symmetric matrix, zero on the diagonal."""
+    diff = skills[:, None] - skills[None, :]
+    var = np.diag(cov)[:, None] + np.diag(cov)[None, :] - 2 * cov
+    sd = np.sqrt(np.maximum(var, 1e-12))
+    prob = 1.0 / (1.0 + np.exp(-diff))
+    scores = prob * (1.0 - prob) * np.exp(-0.5 * (diff / sd) ** 2)
+    np.fill_diagonal(scores, 0.0)
+    return scores
 
 
 def pair_scores(contestants: Sequence[str], outcomes: Iterable[tuple[str, str, str]],
                 pseudo_ties: float = 0.5) -> dict[tuple[str, str], float]:
     """score_ij (module docstring) of every unordered pair of the sorted distinct `contestants`."""
     names = sorted(set(contestants))
-    skills, cov = fit_skills(names, outcomes, pseudo_ties)
-    scores = {}
-    for i, j in itertools.combinations(range(len(names)), 2):
-        diff = skills[i] - skills[j]
-        sd = math.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 1e-12))
-        prob = 1.0 / (1.0 + math.exp(-diff))
-        scores[(names[i], names[j])] = prob * (1.0 - prob) * math.exp(-0.5 * (diff / sd) ** 2)
-    return scores
+    scores = scores_from_fit(*fit_skills(names, outcomes, pseudo_ties))
+    return {(names[i], names[j]): float(scores[i, j]) for i, j in itertools.combinations(range(len(names)), 2)}
 
 
 def choose_pair_active(contestants: Sequence[str], load: Mapping[frozenset[str], int],
@@ -86,18 +113,25 @@ def choose_pair_active(contestants: Sequence[str], load: Mapping[frozenset[str],
     names = sorted(set(contestants))
     if len(names) < 2:
         raise ValueError("a battle needs at least two distinct contestants")
+    return choose_from_tallies(names, load, *tally(names, outcomes), rng, floor=floor, pseudo_ties=pseudo_ties)
+
+
+def choose_from_tallies(names: Sequence[str], load: Mapping[frozenset[str], int], wins: np.ndarray,
+                        games: np.ndarray, rng: random.Random, *, floor: float = 0.25,
+                        pseudo_ties: float = 0.5) -> tuple[str, str]:
+    """`choose_pair_active` on tallies of the sorted distinct `names` (what a simulation keeps up to date)."""
     if not 0.0 <= floor <= 1.0:
         raise ValueError(f"floor={floor}: a fraction of an equal share, between 0 and 1")
-    pairs = list(itertools.combinations(names, 2))
-    counts = {p: load.get(frozenset(p), 0) for p in pairs}
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    counts = {p: load.get(frozenset((names[p[0]], names[p[1]])), 0) for p in pairs}
     threshold = floor * (sum(counts.values()) + 1) / len(pairs)
     starving = [p for p in pairs if counts[p] < threshold]
     if starving:
         fewest = min(counts[p] for p in starving)
         candidates = [p for p in starving if counts[p] == fewest]
     else:
-        scores = pair_scores(names, outcomes, pseudo_ties)
-        best = max(scores.values())
+        scores = scores_from_fit(*skills_from_tallies(wins, games, pseudo_ties))
+        best = max(scores[p] for p in pairs)
         candidates = [p for p in pairs if scores[p] >= best * (1 - 1e-9)]
-    left, right = rng.choice(candidates)
-    return (left, right) if rng.random() < 0.5 else (right, left)
+    i, j = rng.choice(candidates)
+    return (names[i], names[j]) if rng.random() < 0.5 else (names[j], names[i])
