@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(m)
     m.set_defaults(handler=_margins)
 
+    a = sub.add_parser("agreement", help="Does a DPO version's implicit reward agree with people's arena votes? "
+                       "Rate with Wilson 95%, overall and by reason tag, and its parent's.")
+    a.add_argument("--model", default="dpo", help="a DPO alias or name@version")
+    a.add_argument("--database-url", default=None, help="vote store (default: server.database_url)")
+    a.add_argument("--engine", choices=["vllm", "hf"], default="hf",
+                   help="hf: transformers + PEFT (default); vllm: the serving engine's prompt log-probs")
+    a.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="arithmetic of the scorer")
+    _common(a)
+    a.set_defaults(handler=_agreement)
+
     g = sub.add_parser("generate", help="Each model answers held-out prompts; the listing judge scores every answer.")
     g.add_argument("--data", nargs="+", default=DEFAULT_GENERATE_SETS,
                    help="held-out prompt files (SFT, prompt or preference JSONL with 'listing'), each judged apart "
@@ -128,6 +138,50 @@ def _registry(args):
     cfg = load_config(args.config)
     root = Path(args.registry) if args.registry else cfg.server.adapter_root
     return cfg, AdapterRegistry(root if root.is_absolute() else PROJECT_ROOT / root)
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    from core.arena_config import load_arena_config
+    from core.config import PROJECT_ROOT
+    from core.votes import open_store
+    from eval.agreement import compute_agreement
+
+    cfg, registry = _registry(args)
+    store = open_store(args.database_url or cfg.server.database_url, root=PROJECT_ROOT)
+    battles = store.voted_battles()
+    store.close()
+    simulated = load_arena_config().simulated_ui_versions
+    print(f"palate eval agreement: {args.model} | {len(battles)} voted battles | engine {args.engine}", flush=True)
+
+    async def run() -> dict:
+        if args.engine == "hf":
+            from eval.logprobs_hf import HfScorer
+
+            return await compute_agreement(HfScorer(cfg.model.resolved_dir(), dtype=args.dtype), registry,
+                                           args.model, battles, simulated)
+        from eval.engine import adapter_handles, scoring_engine
+        from eval.scoring import resolve_models, with_references
+
+        engine = scoring_engine(cfg.model.resolved_dir(), cfg.server.vllm, dtype=args.dtype)
+        await engine.start()
+        try:
+            models = with_references(registry, resolve_models(registry, [args.model]))
+            models = with_references(registry, models)  # the parent's own reference too
+            return await compute_agreement(engine, registry, args.model, battles, simulated,
+                                           handles=adapter_handles(models))
+        finally:
+            await engine.shutdown()
+
+    result = asyncio.run(run())
+    path = _write(result, args.out, "agreement")
+    print(f"people's votes scored: {result['votes']}; excluded: {result['excluded']}")
+    for version in result["versions"]:
+        o = version["overall"]
+        rate = "n/a" if o["rate"] is None else f"{o['rate']:.2f} [{o['wilson95'][0]:.2f}, {o['wilson95'][1]:.2f}]"
+        tags = ", ".join(f"{t} {r['agree']:g}/{r['n']}" for t, r in version["by_reason"].items())
+        print(f"  {version['ref']} vs {version['reference']}: agreement {rate} ({tags})")
+    print(f"wrote {path}")
+    return 0
 
 
 def _margins(args: argparse.Namespace) -> int:
