@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=["dpo", "kto"], default="dpo",
                         help="dpo: prompt/chosen/rejected pairs (default); kto: TRL's unpaired prompt/completion/"
                              "label rows (both-bad votes mark both answers undesirable)")
+    export.add_argument("--order", choices=["votes", "disagreement"], default="votes",
+                        help="votes: vote order (default); disagreement: pairs whose loser --model prefers most "
+                             "strongly first, its implicit-reward margin in provenance (DPO format only)")
+    export.add_argument("--model", default="dpo", help="with --order disagreement: the DPO alias or name@version")
+    export.add_argument("--engine", choices=["hf", "vllm"], default="hf",
+                        help="with --order disagreement: scorer (hf: transformers + PEFT; vllm: serving engine)")
     export.set_defaults(handler=_export)
 
 
@@ -80,7 +86,43 @@ def _export(args: argparse.Namespace) -> int:
             result = export_kto(battles) if args.format == "kto" else export_pairs(battles)
         finally:
             store.close()
+    if args.order == "disagreement":
+        if args.format != "dpo":
+            print("palate votes export: --order disagreement needs --format dpo", file=sys.stderr)
+            return 2
+        result = ExportResult(_disagreement_order(args, result.rows), result.summary)
     summary = write_export(result, args.out)
     print(format_kto_summary(summary) if args.format == "kto" else format_summary(summary))
     print(json.dumps({"out": summary["out"], "rows": summary["rows"], "sha256": summary["sha256"]}), file=sys.stderr)
     return 0
+
+
+def _disagreement_order(args: argparse.Namespace, rows: list[dict]) -> list[dict]:
+    """Rows scored under --model and its reference (eval.disagreement), most negative reward margin first."""
+    import asyncio
+
+    from core.config import PROJECT_ROOT, load_config
+    from core.registry import AdapterRegistry
+    from eval.disagreement import order_by_disagreement
+
+    cfg = load_config(args.config)
+    root = cfg.server.adapter_root
+    registry = AdapterRegistry(root if root.is_absolute() else PROJECT_ROOT / root)
+
+    async def run() -> list[dict]:
+        if args.engine == "hf":
+            from eval.logprobs_hf import HfScorer
+
+            return await order_by_disagreement(HfScorer(cfg.model.resolved_dir()), registry, args.model, rows)
+        from eval.engine import adapter_handles, scoring_engine
+        from eval.scoring import resolve_models, with_references
+
+        engine = scoring_engine(cfg.model.resolved_dir(), cfg.server.vllm)
+        await engine.start()
+        try:
+            handles = adapter_handles(with_references(registry, resolve_models(registry, [args.model])))
+            return await order_by_disagreement(engine, registry, args.model, rows, handles=handles)
+        finally:
+            await engine.shutdown()
+
+    return asyncio.run(run())
