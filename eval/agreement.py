@@ -106,3 +106,20 @@ async def compute_agreement(scorer: Any, registry: Any, label: str, battles: Ite
         result["versions"].append({"ref": ref, "reference": reference, **agreement_summary(margins, tags),
                                    "margins": margins})
     return result
+
+
+def agreement_table(result: dict) -> str:
+    """Markdown: one row per version (against its reference), overall rate with Wilson 95 % and each reason tag."""
+    tags = sorted({t for v in result["versions"] for t in v["by_reason"]})
+
+    def cell(rate: dict | None) -> str:
+        if not rate or not rate["n"]:
+            return "–"
+        return f"{rate['rate']:.2f} [{rate['wilson95'][0]:.2f}, {rate['wilson95'][1]:.2f}] (n={rate['n']})"
+
+    lines = ["| version | reference | agreement | " + " | ".join(tags) + " |",
+             "|---|---|---|" + "---|" * len(tags)]
+    for v in result["versions"]:
+        lines.append(f"| {v['ref']} | {v['reference']} | {cell(v['overall'])} | "
+                     + " | ".join(cell(v["by_reason"].get(t)) for t in tags) + " |")
+    return "\n".join(lines)

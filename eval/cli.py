@@ -303,7 +303,7 @@ def _report(args: argparse.Namespace) -> int:
     database_url = args.database_url or cfg.server.database_url
     out_dir = Path(args.out_dir) if args.out_dir else REPORTS / _stamp()
     path = write_report(out_dir, margins=margins, generations=generations, registry=registry,
-                        database_url=database_url)
+                        database_url=database_url, agreement=latest(REPORTS, "agreement-*.json"))
     print(f"wrote {path}")
     return 0
 

@@ -110,3 +110,18 @@ def test_people_pairs_chosen_is_the_shown_winner():
     assert [(r.pair_id, r.chosen[0]["content"], r.rejected[0]["content"]) for r in rows] == [
         ("b1", "good1", "bad1"), ("b2", "plain2", "hype2"), ("b3", "ok3", "meh3")]
     assert tags == {"b1": ["grounded"], "b2": ["hype"], "b3": ["untagged"]}
+
+
+def test_agreement_table_and_report_section(tmp_path):
+    import json
+
+    from eval.agreement import agreement_table
+    from eval.report import write_report
+
+    result = run(PEOPLE + EXCLUDED)
+    table = agreement_table(result)
+    assert "| dpo@1 | sft@1 | 0.67 [0.21, 0.94] (n=3) | 1.00 [0.21, 1.00] (n=1) | 0.00 [0.00, 0.79] (n=1) |" in table
+    path = tmp_path / "agreement.json"
+    path.write_text(json.dumps(result))
+    report = write_report(tmp_path / "r", margins=None, generations=None, agreement=path).read_text()
+    assert "## Agreement with people" in report and table in report
