@@ -1,6 +1,6 @@
 """Matchmaking in simulation: how many votes each policy needs before the top two models are separated.
 
-    python -m benchmarks.matchmaking [--seeds 20] [--floor 0.25] [--budget 6000]
+    python -m benchmarks.matchmaking [--seeds 20] [--floors 0.25 0.1] [--budget 6000]
 
 Synthetic arena: each model has a known Bradley–Terry skill (natural-log scale, table below). Each vote comes from
 one of 12 synthetic judges; judge j answers at random with probability noise_j (drawn once per seed from 0 to 0.3),
@@ -8,7 +8,7 @@ calls a tie with probability 0.05, and otherwise prefers model i over k with pro
 Every battle is voted at once.
 
 Policies: `least_played` (server.arena.matchmaking.choose_pair) and `active` (server.arena.active_matchmaking,
-the same function the server calls, on running tallies) with the given exploration floor.
+the same function the server calls, on running tallies) at each given exploration floor (`active_floor`).
 
 Separation criterion (stated): after every 5th vote, fit Bradley–Terry (0.5 virtual tie per pair) and its Fisher
 covariance; the top two are separated when the fitted difference of the truly best and second-best model is positive
@@ -17,7 +17,8 @@ the first such count (the budget when never reached). Min pair share: the smalle
 that point, that any pair got; the floor guarantees about floor / number of pairs.
 
 Prints one row per (scenario, policy): median votes over seeds, interquartile range, seeds not separated within the
-budget, smallest pair share over all seeds, and the ratio active / least_played of the medians.
+budget, smallest pair share over all seeds, the floor's guaranteed share, and the ratio of medians to
+least_played's.
 """
 
 from __future__ import annotations
@@ -84,25 +85,28 @@ def simulate(skills: list[float], policy: str, seed: int, floor: float, budget: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--floor", type=float, default=0.25, help="active_floor: fraction of an equal share")
+    parser.add_argument("--floors", type=float, nargs="+", default=[0.25, 0.1],
+                        help="active_floor values to run: fraction of an equal share")
     parser.add_argument("--budget", type=int, default=6000, help="most votes per seed")
     args = parser.parse_args()
-    print(f"seeds={args.seeds} floor={args.floor} budget={args.budget} judges={JUDGES} noise<= {MAX_NOISE} "
+    print(f"seeds={args.seeds} floors={args.floors} budget={args.budget} judges={JUDGES} noise<= {MAX_NOISE} "
           f"ties={TIE_P}")
     print("| scenario | skills (nats) | policy | median votes | IQR | not separated | min pair share | floor share "
-          "| active / least_played |")
+          "| / least_played |")
     print("|---|---|---|---:|---|---:|---:|---:|---:|")
     for scenario, skills in SCENARIOS.items():
-        medians = {}
         n_pairs = len(skills) * (len(skills) - 1) // 2
-        for policy in ("least_played", "active"):
-            runs = [simulate(skills, policy, seed, args.floor, args.budget) for seed in range(args.seeds)]
+        baseline = None
+        for policy, floor in [("least_played", 0.0)] + [("active", f) for f in args.floors]:
+            runs = [simulate(skills, policy, seed, floor, args.budget) for seed in range(args.seeds)]
             votes = sorted(r[0] for r in runs)
-            medians[policy] = statistics.median(votes)
+            median = statistics.median(votes)
             q1, _, q3 = statistics.quantiles(votes, n=4)
-            ratio = f"{medians['active'] / medians['least_played']:.2f}" if policy == "active" else ""
-            floor_share = f"{args.floor / n_pairs:.3f}" if policy == "active" else ""
-            print(f"| {scenario} | {skills} | {policy} | {medians[policy]:.0f} | {q1:.0f}-{q3:.0f} "
+            baseline = baseline or median
+            name = policy if policy == "least_played" else f"active (floor {floor})"
+            floor_share = f"{floor / n_pairs:.3f}" if policy == "active" else ""
+            ratio = f"{median / baseline:.2f}" if policy == "active" else ""
+            print(f"| {scenario} | {skills} | {name} | {median:.0f} | {q1:.0f}-{q3:.0f} "
                   f"| {sum(not r[2] for r in runs)} | {min(r[1] for r in runs):.3f} | {floor_share} | {ratio} |",
                   flush=True)
 
