@@ -132,7 +132,7 @@ def write_server_config(path: Path, *, port: int, registry_root: Path, database_
 
 
 def start_server(workdir: Path, registry_root: Path, *, database_url: str | None = None, admin_token: str = "test-admin",
-                 args: tuple[str, ...] = (), timeout_s: float = 240, **server_overrides) -> LiveServer:
+                 args: tuple[str, ...] = (), timeout_s: float = 480, **server_overrides) -> LiveServer:
     """Start `palate serve` with its own config file and wait until /health answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()

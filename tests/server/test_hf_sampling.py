@@ -10,7 +10,10 @@ import pytest
 from server.engines.base import EngineRequestError, Sampling
 from tests.helpers import BASE_MODEL_DIR
 
-PROMPT = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
+# With the chat template's default system turn, the base model answers greedily in ~30 tokens and stops (without it,
+# it loops to any limit), so min_tokens and stop behaviour are observable.
+PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+          "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n")
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +39,11 @@ def test_hf_engine_fields(hf):
     condo = ids[0]
     greedy, greedy_tokens, finish, _ = run(hf, Sampling(max_tokens=40, temperature=0))
     assert finish == "stop" and greedy_tokens < 40
+    word = hf.tokenizer().decode([condo]).strip()  # " condo" may be several tokens: its first one
     forced, _, _, _ = run(hf, Sampling(max_tokens=4, temperature=0, logit_bias={condo: 100.0}))
-    assert forced.split() == ["condo"] * 4
+    assert forced.split() == [word] * 4
     stopped = run(hf, Sampling(max_tokens=4, temperature=0, logit_bias={condo: 100.0}, stop_token_ids=[condo]))
-    assert stopped[1] == 1 and stopped[2] == "stop" and "condo" not in stopped[0]
+    assert stopped[1] == 1 and stopped[2] == "stop" and word not in stopped[0]
     assert run(hf, Sampling(max_tokens=40, temperature=0, ignore_eos=True))[1:3] == (40, "length")
     assert run(hf, Sampling(max_tokens=40, temperature=0, min_tokens=greedy_tokens + 5))[1] >= greedy_tokens + 5
     assert run(hf, Sampling(max_tokens=40, temperature=1.0, seed=3, top_k=1))[0] == greedy
