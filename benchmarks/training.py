@@ -9,6 +9,13 @@ the trainer sees them (SFT: prompt + completion; DPO: prompt + chosen and prompt
 warm-up and not timed. "precompute" is the one-off reference pass TRL runs when `precompute_ref_log_probs=true`;
 "total" = precompute + steps x step time. DPO starts from a fresh LoRA with the base model as reference
 (`--from base`): a reference adapter costs the same forward pass as the base, so the ratio is the same.
+
+    .venv/bin/python -m benchmarks.training --processes [--pairs 16] [--steps 4] [--batch 4] [--markdown FILE]
+
+runs SFT and DPO under the elastic launcher (what `palate train --nproc N` uses) with 1 and with 2 processes, CPU,
+fp32, the same per-device batch, in the same run, and prints step time and samples/s (world x per-device batch /
+step time) with the 2-process / 1-process ratio. The launcher gives each of several CPU processes one thread
+(OMP_NUM_THREADS=1) and leaves one process torch's default.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ def _token_count(tokenizer, rows: list[dict], kind: str) -> int:
     return sum(n(row["prompt"] + row[answer]) for row in rows for answer in answers)
 
 
-def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], steps: int, batch: int) -> dict:
+def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], steps: int, batch: int,
+             extra: dict | None = None) -> dict:
     from training.config import resolve_job
     from training.inputs import PreparedData
     from training.jobs import load_model, make_trainer
@@ -56,6 +64,7 @@ def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], ste
                  "save_strategy": "no", "output_dir": output_dir, "max_length": 512, "warmup_steps": 0}
     if kind == "dpo":
         overrides.update(precompute_ref_log_probs=precompute, parent="base")
+    overrides.update(extra or {})
     spec = resolve_job(kind, overrides=overrides)
     spec.trl.output_dir = output_dir
     train_rows = ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows] if kind == "sft"
@@ -87,6 +96,47 @@ def table(results: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
+def _worker(kind: str, out: Path, model_dir: Path, rows: list[dict], steps: int, batch: int) -> None:
+    """One rank of a --processes case: time the steps; rank 0 writes the result."""
+    import torch
+
+    from training import distributed
+
+    result = run_case(kind, False, model_dir, rows, steps, batch, extra={"use_cpu": True, "dtype": "float32"})
+    world = distributed.world_size()
+    result.update(world_size=world, threads=torch.get_num_threads(),
+                  samples_per_s=world * batch / result["step_s"])
+    if distributed.is_main():
+        out.write_text(json.dumps(result))
+
+
+def run_processes(kind: str, nproc: int, model_dir: Path, args) -> dict:
+    """A --processes case: the benchmark's own worker under the elastic launcher, `nproc` ranks."""
+    import sys
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    out = Path(tempfile.mkdtemp(prefix="palate-bench-")) / "result.json"
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"bench-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, start_method="spawn")
+    elastic_launch(config, entrypoint=sys.executable)(
+        "-m", "benchmarks.training", "--worker", kind, "--worker-out", str(out), "--pairs", str(args.pairs),
+        "--steps", str(args.steps), "--batch", str(args.batch), "--model", str(model_dir))
+    return json.loads(out.read_text())
+
+
+def processes_table(results: list[dict], header: str) -> str:
+    lines = [header, "",
+             "| job | processes | threads each | per-device batch | effective batch | step time (s) | samples/s | "
+             "samples/s vs 1 process |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    single = {r["job"]: r["samples_per_s"] for r in results if r["world_size"] == 1}
+    for r in results:
+        lines.append(f"| {r['job']} | {r['world_size']} | {r['threads']} | {r['batch']} | {r['world_size'] * r['batch']} "
+                     f"| {r['step_s']:.2f} | {r['samples_per_s']:.2f} | {r['samples_per_s'] / single[r['job']]:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=16, help="Preference pairs used by every job.")
@@ -94,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4, help="Rows (pairs) per step.")
     parser.add_argument("--model", default=None, help="Base model directory (default: configs/model.yaml).")
     parser.add_argument("--markdown", default=None, help="Append the table to this Markdown file.")
+    parser.add_argument("--processes", action="store_true",
+                        help="Compare 1 and 2 torch.distributed CPU processes (SFT and DPO) instead.")
+    parser.add_argument("--worker", choices=["sft", "dpo"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     import torch
@@ -104,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model) if args.model else load_model_config().resolved_dir()
     pairs_path = ensure_dataset()["prefs_train"]
     rows = [json.loads(line) for line in open(pairs_path)][: args.pairs]
+    if args.worker:
+        _worker(args.worker, Path(args.worker_out), model_dir, rows, args.steps, args.batch)
+        return 0
+    if args.processes:
+        return _main_processes(args, model_dir)
     results = [run_case("sft", False, model_dir, rows, args.steps, args.batch),
                run_case("dpo", False, model_dir, rows, args.steps, args.batch),
                run_case("dpo", True, model_dir, rows, args.steps, args.batch)]
@@ -114,6 +173,30 @@ def main(argv: list[str] | None = None) -> int:
               f"--batch {args.batch}` on {device}, {platform.python_version()}, torch {torch.__version__}, "
               f"1-min load average at the end {load:.1f} (other jobs on the machine inflate absolute times; ratios less).")
     text = table(results, header)
+    print(text)
+    if args.markdown:
+        path = Path(args.markdown)
+        existing = path.read_text() if path.is_file() else "# Benchmark results\n"
+        path.write_text(existing.rstrip() + "\n\n" + text + "\n")
+    return 0
+
+
+def _main_processes(args, model_dir: Path) -> int:
+    import torch
+
+    results = []
+    for kind in ("sft", "dpo"):
+        for nproc in (1, 2):
+            result = run_processes(kind, nproc, model_dir, args)
+            result["batch"] = args.batch
+            results.append(result)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = (f"### Training on 1 vs 2 CPU processes ({model_dir.name}, LoRA r=16, fp32, gloo, per-device batch "
+              f"{args.batch}, {args.pairs} pairs, {args.steps} timed steps)\n\n`python -m benchmarks.training "
+              f"--processes --pairs {args.pairs} --steps {args.steps} --batch {args.batch}` on cpu ({os.cpu_count()} "
+              f"cores), {platform.python_version()}, torch {torch.__version__}, elastic launcher (as torchrun), "
+              f"{time.strftime('%Y-%m-%d')}, 1-min load average at the end {load:.1f}.")
+    text = processes_table(results, header)
     print(text)
     if args.markdown:
         path = Path(args.markdown)
