@@ -108,8 +108,9 @@ def test_sft_then_dpo_on_two_processes(two_process_runs, base_model_dir, small_d
     assert list((dpo.path / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def test_the_two_process_adapter_passes_preflight_and_is_served(two_process_runs, live_server, tmp_path):
-    from server.engines.vllm_engine import LORA_TARGET_LAYERS  # noqa: F401  (the served layers, imported for clarity)
+@pytest.mark.e2e
+@pytest.mark.engine
+def test_the_two_process_adapter_passes_preflight_and_is_served(two_process_runs, live_server):
     from server.preflight import BaseModelFacts, check_adapter
     from training.inputs import base_model_info
 
