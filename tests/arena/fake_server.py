@@ -32,7 +32,10 @@ def main() -> None:
     from tests.arena.fakes import FakeEngine, make_app, make_config
 
     logging.basicConfig(level=logging.WARNING)
-    config = make_config(Path(args.tmp), args.database_url, mount_arena=args.mount_arena)
+    # Durability tests drive many clients from one loopback address: admission control (tested on its own in
+    # tests/server/test_admission.py) would rightly refuse most of them.
+    config = make_config(Path(args.tmp), args.database_url, mount_arena=args.mount_arena,
+                         admission={"enabled": False})
     app = make_app(config, FakeEngine(delay_s=args.delay))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

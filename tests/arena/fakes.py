@@ -141,15 +141,16 @@ def make_registry(root: Path, names: tuple[str, ...] = ("sft", "dpo")) -> Adapte
 
 
 def make_config(tmp: Path, database_url: str | None = None, mount_arena: bool = False,
-                names: tuple[str, ...] = ("sft", "dpo")) -> PalateConfig:
-    """Server config for a fake-engine app: registry and SQLite store under `tmp`."""
+                names: tuple[str, ...] = ("sft", "dpo"), admission: dict | None = None) -> PalateConfig:
+    """Server config for a fake-engine app: registry and SQLite store under `tmp`; `admission` overrides the
+    server's admission settings (e.g. {"enabled": False} for a store test whose many clients share one address)."""
     adapters = tmp / "adapters"
     if not adapters.exists():
         make_registry(adapters, names)
     return PalateConfig.model_validate({
         "model": {"id": FAKE_BASE.id},
         "server": {"adapter_root": str(adapters), "database_url": database_url or f"sqlite:///{tmp / 'votes.db'}",
-                   "mount_arena": mount_arena, "max_tokens_cap": 512},
+                   "mount_arena": mount_arena, "max_tokens_cap": 512, **({"admission": admission} if admission else {})},
     })
 
 
