@@ -13,7 +13,8 @@ import gradio as gr
 
 from core.arena_config import REASON_TAGS
 from ui.client import ArenaClientError
-from ui.context import ENTER_HINT, FINISH_WORDS, FLAG_WORDS, REASON_WORDS, UiContext, ticking, waiting_words
+from ui.context import (ENTER_HINT, FINISH_WORDS, FLAG_WORDS, REASON_WORDS, UiContext, plain_messages, ticking,
+                        waiting_words)
 
 CHOICES = [("A is better", "A", "vote-a"), ("B is better", "B", "vote-b"), ("Tie", "tie", "vote-tie"),
            ("Both are bad", "both_bad", "vote-both-bad")]
@@ -91,7 +92,7 @@ def build_battle_tab(ctx: UiContext) -> None:
                 gr.Textbox() if prompt_value is None else gr.Textbox(value=prompt_value))
 
     async def run(text: str, st: dict | None, a: list, b: list, request: gr.Request, *, fresh: bool = False):
-        text = (text or "").strip()
+        text, a, b = (text or "").strip(), plain_messages(a), plain_messages(b)
         if not text:
             yield frame(a, b, st, "Type a prompt first.", votes=bool(st and st.get("finished") and
                                                                        not st.get("voted")))
@@ -145,12 +146,14 @@ def build_battle_tab(ctx: UiContext) -> None:
             yield out
 
     def stopped(st, a, b):
+        a, b = plain_messages(a), plain_messages(b)
         st = dict(st or {}, finished=False)
         return frame(a, b, dict(st, id=None) if st else None,
                      "Stopped: both answers were aborted. Press Regenerate to rerun the prompt, or type a new one.")
 
     def make_vote(choice: str):
         async def vote(st, tags, note, a, b, request: gr.Request):
+            a, b = plain_messages(a), plain_messages(b)
             if not st or not st.get("id") or not st.get("finished"):
                 return frame(a, b, st, "There is no finished battle to vote on.")
             try:

@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from ui.client import ArenaClientError
-from ui.context import ENTER_HINT, UiContext, ticking, waiting_words
+from ui.context import ENTER_HINT, UiContext, plain_messages, ticking, waiting_words
 from ui.sampling import sampling_body, sampling_controls
 
 
@@ -27,7 +27,7 @@ def build_chat_tab(ctx: UiContext) -> gr.Dropdown:
 
     async def run(name, text, history, sys, mt, temp, sd, request: gr.Request):
         text = (text or "").strip()
-        history = list(history or [])
+        history = plain_messages(history)
         if not text:
             yield history, "Type a message first.", gr.Textbox(), gr.Button(interactive=True), \
                 gr.Button(interactive=False)

@@ -44,6 +44,18 @@ def ui_api_key() -> str | None:
     return keys[0] if keys else None
 
 
+def plain_messages(value: list | None) -> list[dict]:
+    """A Chatbot's value as OpenAI-style {role, content: str} messages: Gradio 6 hands a Chatbot's messages back
+    to event handlers with `content` as a list of parts ({"type": "text", "text": ...})."""
+    messages = []
+    for message in value or []:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+        messages.append({"role": message.get("role", "user"), "content": content or ""})
+    return messages
+
+
 @dataclass
 class UiContext:
     server_url: str | None  # None: the server the UI is mounted in

@@ -47,9 +47,19 @@ def vote_count(page) -> int:
     return int(match.group(1)) if match else -1
 
 
+def leaderboard_count(page, arena_url: str) -> int:
+    """Open the Leaderboard through its link (`?leaderboard`) and read how many votes it rates."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{arena_url.rstrip('/')}/?leaderboard", wait_until="load")
+    expect(page.locator("#lb-summary")).to_contain_text("votes", timeout=60_000)
+    return vote_count(page)
+
+
 def pane_answers(page, pane: str) -> list[str]:
     """The assistant messages shown in a chat pane, oldest first."""
-    return [t.strip() for t in page.locator(f"#{pane} .message.bot, #{pane} [data-testid='bot']").all_inner_texts()]
+    # Gradio's Chatbot marks each message element with data-testid set to its role ("user" / "bot").
+    return [t.strip() for t in page.locator(f"#{pane} [data-testid='bot']").all_inner_texts()]
 
 
 def in_viewport(page, selector: str) -> bool:
@@ -58,11 +68,15 @@ def in_viewport(page, selector: str) -> bool:
     return bool(box) and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= size["height"]
 
 
-def send_battle(page, text: str, timeout_ms: int) -> None:
+def send_battle(page, text: str, turn: int, timeout_ms: int) -> None:
+    """Send `text` with Enter and wait until turn `turn` is on both panes and voting is open again."""
     from playwright.sync_api import expect
 
     page.locator("#prompt textarea").fill(text)
     page.locator("#prompt textarea").press("Enter")  # Enter sends
+    for pane in ("#pane-a", "#pane-b"):
+        expect(page.locator(f"{pane} [data-testid='user']")).to_have_count(turn, timeout=timeout_ms)
+    expect(page.locator("#stop")).to_be_disabled(timeout=timeout_ms)  # the turn has finished streaming
     expect(page.locator("#vote-a")).to_be_enabled(timeout=timeout_ms)
 
 
@@ -74,13 +88,10 @@ def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, tim
     from playwright.sync_api import expect
 
     with browser_page(viewport) as page:
+        before = leaderboard_count(page, arena_url)  # the deep link: at 390 px the tab sits in Gradio's overflow menu
         page.goto(arena_url, wait_until="load")
         page.locator("#prompt textarea").wait_for(timeout=60_000)
         prompt_visible_on_load = in_viewport(page, "#prompt textarea")
-        page.locator("#tab-leaderboard-button, button[role='tab']:has-text('Leaderboard')").first.click()
-        expect(page.locator("#lb-summary")).to_contain_text("votes", timeout=60_000)
-        before = vote_count(page)
-        page.locator("button[role='tab']:has-text('Battle')").first.click()
         expect(page.locator("#vote-a")).to_be_disabled()
         page.locator("#prompt textarea").fill(prompt)
         page.locator("#prompt textarea").press("Enter")
@@ -89,7 +100,7 @@ def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, tim
         expect(page.locator("#vote-a")).to_be_enabled(timeout=timeout_ms)
         turns = 1
         if follow_up:
-            send_battle(page, follow_up, timeout_ms)
+            send_battle(page, follow_up, 2, timeout_ms)
             turns = 2
         answers = {s: pane_answers(page, f"pane-{s.lower()}") for s in "AB"}
         answers_visible_while_voting = in_viewport(page, "#pane-a") and in_viewport(page, "#vote-a")
@@ -103,9 +114,8 @@ def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, tim
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
-        page.locator("button[role='tab']:has-text('Leaderboard')").first.click()
-        expect(page.locator("#lb-summary")).to_contain_text(f"{before + 1} votes", timeout=30_000)
-        return {"before": before, "after": vote_count(page), "answers": answers, "reveal": reveal, "labels": labels,
+        after = leaderboard_count(page, arena_url)
+        return {"before": before, "after": after, "answers": answers, "reveal": reveal, "labels": labels,
                 "turns": turns, "locked_while_streaming": locked_while_streaming,
                 "prompt_visible_on_load": prompt_visible_on_load,
                 "answers_visible_while_voting": answers_visible_while_voting}

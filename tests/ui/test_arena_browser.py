@@ -53,7 +53,7 @@ def test_multi_turn_battle_vote_after_turn_two_reveals_names_on_panes(fake_serve
     result = drive_arena(f"{fake_server.url}/arena/", "Describe a loft in Old Town", screenshot=DOCS / shot,
                          viewport=viewport)
     assert result["after"] == result["before"] + 1
-    assert result["turns"] == 2 and all(len(result["answers"][s]) == 2 for s in "AB")
+    assert result["turns"] == 2 and all(len(result["answers"][s]) == 2 for s in "AB"), result["answers"]
     assert result["answers"]["A"] != result["answers"]["B"]
     assert result["locked_while_streaming"]
     assert re.search(rf"A was {MODELS}, B was {MODELS}", result["reveal"])
@@ -103,7 +103,7 @@ def test_compare_three_models_side_by_side_with_diff(fake_server, viewport, shot
         page.goto(f"{fake_server.url}/arena/?compare", wait_until="load")
         expect(page.locator("#compare-prompt textarea")).to_be_visible(timeout=60_000)  # the deep link's tab
         for name in ("base", "sft", "dpo"):
-            expect(page.locator(f"#compare-models label:has-text('{name}') input").first).to_be_checked()
+            expect(page.locator("#compare-models").get_by_role("checkbox", name=name, exact=True)).to_be_checked()
         page.locator("#compare-prompt textarea").fill("Describe a house in Maple Heights")
         page.locator("#compare-prompt textarea").press("Enter")
         expect(page.locator("#compare-status")).to_contain_text("Done", timeout=60_000)
@@ -128,9 +128,9 @@ def test_chat_two_turns(fake_server, viewport, shot):
         for turn, text in enumerate(["Describe a condo", "Shorter, please"], start=1):
             page.locator("#chat-prompt textarea").fill(text)
             page.locator("#chat-prompt textarea").press("Enter")
+            expect(page.locator("#chat-pane [data-testid='bot']")).to_have_count(turn, timeout=60_000)
             expect(page.locator("#chat-status")).to_contain_text("answered", timeout=60_000)
             expect(page.locator("#chat-send")).to_be_enabled()
-            assert len(pane_answers(page, "chat-pane")) == turn
         page.screenshot(path=str(DOCS / shot), full_page=True)
         answers = pane_answers(page, "chat-pane")
     assert len(answers) == 2 and all(answers)

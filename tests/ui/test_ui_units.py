@@ -61,3 +61,14 @@ def test_ticking_yields_ticks_while_waiting_and_then_the_items():
 
     items = asyncio.run(collect())
     assert items[-1] == "first" and items[:-1] and all(i is None for i in items[:-1])
+
+
+def test_chatbot_values_become_plain_messages():
+    from ui.context import plain_messages
+
+    gradio_value = [{"role": "user", "content": [{"type": "text", "text": "Hi"}], "metadata": None},
+                    {"role": "assistant", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "!"}]}]
+    assert plain_messages(gradio_value) == [{"role": "user", "content": "Hi"},
+                                            {"role": "assistant", "content": "Hello!"}]
+    assert plain_messages([{"role": "user", "content": "plain"}]) == [{"role": "user", "content": "plain"}]
+    assert plain_messages(None) == []
