@@ -98,7 +98,8 @@ class ServerGenerator:
     """Generate through an OpenAI-compatible server. `resolve` reads /v1/models (Palate cards carry the exact version
     an alias points at, under `root`, and the adapter's provenance under `palate`)."""
 
-    def __init__(self, base_url: str, sampling: SamplingSettings, api_key: str = "palate", concurrency: int = 8):
+    # Two requests at a time: a Palate server's default fair share per client (server.admission.per_client_slots).
+    def __init__(self, base_url: str, sampling: SamplingSettings, api_key: str = "palate", concurrency: int = 2):
         from openai import AsyncOpenAI
 
         self.client = AsyncOpenAI(base_url=base_url.rstrip("/") + ("" if base_url.rstrip("/").endswith("/v1") else "/v1"),
@@ -118,11 +119,21 @@ class ServerGenerator:
                 "dataset_sha256": palate.get("dataset_sha256")}
 
     async def complete(self, model: str, messages: list[dict], seed: int) -> Answer:
+        from openai import RateLimitError
+
         s = self.sampling
-        async with self.gate:
-            response = await self.client.chat.completions.create(
-                model=model, messages=messages, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                seed=seed)
+        for attempt in range(30):
+            try:
+                async with self.gate:
+                    response = await self.client.chat.completions.create(
+                        model=model, messages=messages, temperature=s.temperature, top_p=s.top_p,
+                        max_tokens=s.max_tokens, seed=seed)
+                break
+            except RateLimitError as exc:  # the server's fair share: wait as long as it says, then ask again
+                retry = exc.response.headers.get("retry-after") if exc.response is not None else None
+                await asyncio.sleep(min(float(retry or 1), 30.0))
+        else:
+            raise RuntimeError(f"{model}: the server kept answering 429 (fair share); try a lower concurrency")
         choice = response.choices[0]
         return Answer(choice.message.content or "", choice.finish_reason)
 
