@@ -126,8 +126,12 @@ CSS = """
 #vote-row button:disabled, .palate-votes button:disabled {opacity: 0.35; cursor: not-allowed; filter: grayscale(1);}
 #vote-row button:not(:disabled) {border: 2px solid var(--color-accent); font-weight: 600;}
 .palate-pane {min-width: 280px;}
+/* Phone width: both answers, the vote buttons and the prompt fit one screen (answers scroll inside their panes). */
 @media (max-width: 600px) {
-  .palate-pane .bubble-wrap, .palate-pane {max-height: 230px;}
+  .palate-pane {height: auto !important; min-width: 0;}
+  .palate-pane .bubble-wrap {height: 150px !important; max-height: 150px !important;}
+  #vote-row {flex-wrap: nowrap !important; gap: 4px;}
+  #vote-row button {min-width: 0 !important; flex: 1 1 0; padding: 6px 2px; font-size: 0.85em;}
   .palate-header h1 {font-size: 1.2em; margin: 0;}
   .palate-header p {display: none;}
 }
