@@ -41,9 +41,12 @@ demo: train
 serve: model
 	$(VENV)/bin/palate serve --port $(PORT)
 
+# Two pytest runs: the several-process training tests start two more training processes, which must not share
+# 24 GB with the first run's long-lived session server and test process (seen: the kernel's OOM killer).
 test: venv
 	$(VENV)/bin/python -m tests.setup_browser
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not multiprocess"
+	$(PY) -m pytest -m multiprocess
 
 clean-venv:
 	rm -rf $(VENV)
