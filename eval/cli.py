@@ -218,7 +218,7 @@ def _margins(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from eval.generate import EngineGenerator, SamplingSettings, ServerGenerator, generate_sets, read_prompts
+    from eval.generate import SamplingSettings, ServerGenerator, engine_generator, generate_sets, read_prompts
     from eval.pairwise import llm_judge_outcomes, openai_judge, win_rates
     from eval.report_tables import generations_table
 
@@ -233,24 +233,10 @@ def _generate(args: argparse.Namespace) -> int:
     async def run() -> dict:
         if args.server:
             return await generate_sets(ServerGenerator(args.server, sampling), args.models, sets, sampling)
-        from eval.engine import adapter_handles
-        from eval.scoring import resolve_models
-        from server.engines.vllm_engine import VllmEngine
-
         cfg, registry = _registry(args)
-        models = resolve_models(registry, args.models)
-        handles = adapter_handles(models)
-        engine = VllmEngine(cfg.model.resolved_dir(), cfg.server.vllm)  # as served: the server's own dtype
-        await engine.start()
-        try:
-            for handle in handles.values():
-                await engine.load_adapter(handle)
-            table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
-                                "content_sha256": m.meta.get("content_sha256"), "parent": m.meta.get("parent"),
-                                "dataset_sha256": m.meta.get("dataset_sha256")}, handles.get(m.ref)) for m in models}
-            return await generate_sets(EngineGenerator(engine, table, sampling), args.models, sets, sampling)
-        finally:
-            await engine.shutdown()
+        # as served: the server's own dtype
+        async with engine_generator(registry, args.models, sampling, cfg.model.resolved_dir(), cfg.server.vllm) as gen:
+            return await generate_sets(gen, args.models, sets, sampling)
 
     result = asyncio.run(run())
     if args.llm_judge_url:

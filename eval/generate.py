@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -163,6 +164,30 @@ class EngineGenerator:
             parts.append(delta.text)
             finish = delta.finish_reason or finish
         return Answer("".join(parts), finish)
+
+
+@asynccontextmanager
+async def engine_generator(registry: Any, labels: list[str], sampling: SamplingSettings, model_dir: Path,
+                           vllm_cfg: Any):
+    """An EngineGenerator over a started in-process serving engine with every adapter among `labels` loaded; the
+    engine shuts down when the block ends."""
+    from eval.engine import adapter_handles
+    from eval.scoring import resolve_models
+    from server.engines.vllm_engine import VllmEngine
+
+    models = resolve_models(registry, labels)
+    handles = adapter_handles(models)
+    engine = VllmEngine(model_dir, vllm_cfg)
+    await engine.start()
+    try:
+        for handle in handles.values():
+            await engine.load_adapter(handle)
+        table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
+                            "content_sha256": m.meta.get("content_sha256"), "parent": m.meta.get("parent"),
+                            "dataset_sha256": m.meta.get("dataset_sha256")}, handles.get(m.ref)) for m in models}
+        yield EngineGenerator(engine, table, sampling)
+    finally:
+        await engine.shutdown()
 
 
 def summarize_verdicts(verdicts: list[dict]) -> dict:

@@ -112,12 +112,10 @@ async def gather_evidence(registry: AdapterRegistry, candidate: str, incumbent: 
     """(margins, generations) for candidate and incumbent: margins by transformers + PEFT in float32 (the reference
     scorer), generations at the arena's sampling - through `server` (a running `palate serve` that has both
     versions loaded) when given, else by an in-process serving engine built from `vllm_cfg`."""
-    from eval.engine import adapter_handles
-    from eval.generate import EngineGenerator, SamplingSettings, ServerGenerator, generate_all, read_prompts
+    from eval.generate import SamplingSettings, ServerGenerator, engine_generator, generate_all, read_prompts
     from eval.logprobs_hf import HfScorer
     from eval.margins_job import compute_margins
     from eval.pairwise import listing_judge_outcomes, win_rates
-    from eval.scoring import resolve_models
 
     labels = [candidate, incumbent]
     progress(f"promotion evidence: {candidate} vs {incumbent}, margins on {policy.pairs} held-out pairs ...")
@@ -131,21 +129,9 @@ async def gather_evidence(registry: AdapterRegistry, candidate: str, incumbent: 
         generations = await generate_all(ServerGenerator(server, sampling), labels, prompts, sampling,
                                          policy.prompts_data, progress=progress)
     else:
-        from server.engines.vllm_engine import VllmEngine
-
-        models = resolve_models(registry, labels)
-        handles = adapter_handles(models)
-        engine = VllmEngine(model_dir, vllm_cfg)
-        await engine.start()
-        try:
-            for handle in handles.values():
-                await engine.load_adapter(handle)
-            table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
-                                "content_sha256": m.meta.get("content_sha256")}, handles.get(m.ref)) for m in models}
-            generations = await generate_all(EngineGenerator(engine, table, sampling), labels, prompts, sampling,
-                                             policy.prompts_data, progress=progress)
-        finally:
-            await engine.shutdown()
+        async with engine_generator(registry, labels, sampling, model_dir, vllm_cfg) as generator:
+            generations = await generate_all(generator, labels, prompts, sampling, policy.prompts_data,
+                                             progress=progress)
     generations["pairwise"] = {"listing_judge": win_rates(listing_judge_outcomes(generations["items"], labels),
                                                           labels)}
     return margins, generations

@@ -121,7 +121,12 @@ def write_server_config(path: Path, *, port: int, registry_root: Path, database_
     config = {"host": "127.0.0.1", "port": port, "adapter_root": str(registry_root), "database_url": database_url,
               "admin_token": admin_token, "watch_interval_s": 1.0,
               "vllm": {"max_model_len": 1024, "max_num_seqs": 16, "kv_cache_space_gib": 1, "max_loras": 4,
-                       "max_lora_rank": 32}}
+                       "max_lora_rank": 32},
+              # One test process is one client: a share that fits the tests' own bursts (8 streams during a hot-swap,
+              # 16 seeded requests, 60+ battles), so they test what they say. Admission itself is tested with its
+              # defaults in tests/server/test_admission.py and benchmarks/fairness.py.
+              "admission": {"engine_slots": 16, "per_client_slots": 16, "per_client_queue": 64, "max_wait_s": 600,
+                            "battles_per_minute": 1000}}
     for key, value in server_overrides.items():
         if isinstance(value, dict):
             config.setdefault(key, {}).update(value)

@@ -85,6 +85,8 @@ def test_train_fails_fast_on_bad_data(malformed_dpo, tiny_model_dir, registry_ro
 
 
 def test_demo_dataset_passes(small_dataset):
-    for name, path in small_dataset.items():
+    training_files = {name: path for name, path in small_dataset.items() if name.startswith(("sft", "prefs"))}
+    assert set(training_files) == {"sft_train", "sft_eval", "prefs_train", "prefs_eval"}, small_dataset
+    for name, path in training_files.items():
         report = validate_file(path, "sft" if name.startswith("sft") else "dpo")
         assert report.ok and report.kept > 0, report.summary()
