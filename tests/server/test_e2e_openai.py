@@ -246,7 +246,7 @@ def test_client_disconnect_aborts_the_request_in_the_engine(live_server):
 
 LONG_LISTING = ("Listing facts: " + "; ".join(
     f"unit {i}: {i % 4 + 1}-bed, {i % 3 + 1}-bath condo, {700 + 37 * i} sq ft, a {i % 12 + 2}-minute walk to the "
-    f"Green Line, built in {1960 + i}, monthly fee ${200 + 11 * i}" for i in range(12))
+    f"Green Line, built in {1960 + i}, monthly fee ${200 + 11 * i}" for i in range(6))
     + ". Describe the best of these units in three sentences.")
 
 
