@@ -21,7 +21,7 @@ from typing import Any
 
 from core.vote_export import prompt_messages
 from core.votes import BattleRecord
-from eval.leaderboard import wilson_interval
+from core.ratings import wilson_interval
 from eval.margins import PairLogps
 from eval.pairs import PreferenceRow, tokenize_pair
 from eval.scoring import resolve_models, score_pairs

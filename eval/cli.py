@@ -22,10 +22,16 @@ REPORTS = Path("reports")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds this package's subcommands to `palate`."""
+    """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|report`, `promote`, `loop`."""
     ev = subparsers.add_parser("eval", help="Measure the preference shift: margins, judged generations, report.")
     sub = ev.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
+    for add in (_add_margins, _add_agreement, _add_generate, _add_report):
+        add(sub)
+    _add_promote(subparsers)
+    _add_loop(subparsers)
 
+
+def _add_margins(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("margins", help="Chosen-vs-rejected log-prob margins, accuracy and DPO rewards per model.")
     m.add_argument("--data", default=DEFAULT_PAIRS, help="preference JSONL (TRL format; 'kind' groups the breakdown)")
     m.add_argument("--models", nargs="+", default=["base", "sft", "dpo"], help="base, aliases or name@version")
@@ -37,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(m)
     m.set_defaults(handler=_margins)
 
+
+def _add_agreement(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agreement", help="Does a DPO version's implicit reward agree with people's arena votes? "
-                       "Rate with Wilson 95%, overall and by reason tag, and its parent's.")
+                       "Rate with Wilson 95%%, overall and by reason tag, and its parent's.")
     a.add_argument("--model", default="dpo", help="a DPO alias or name@version")
     a.add_argument("--database-url", default=None, help="vote store (default: server.database_url)")
     a.add_argument("--engine", choices=["vllm", "hf"], default="hf",
@@ -47,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(a)
     a.set_defaults(handler=_agreement)
 
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="Each model answers held-out prompts; the listing judge scores every answer.")
     g.add_argument("--data", nargs="+", default=DEFAULT_GENERATE_SETS,
                    help="held-out prompt files (SFT, prompt or preference JSONL with 'listing'), each judged apart "
@@ -65,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(g)
     g.set_defaults(handler=_generate)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="Markdown + PNG plots in reports/<time>/ from the latest margins/generations.")
     r.add_argument("--margins", default=None, help="margins JSON (default: the newest reports/margins-*.json)")
     r.add_argument("--generations", default=None, help="generations JSON (default: the newest)")
@@ -74,6 +86,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out-dir", default=None, help="default: reports/<UTC time>/")
     r.set_defaults(handler=_report)
 
+
+def _add_promote(subparsers: argparse._SubParsersAction) -> None:
     pr = subparsers.add_parser("promote", help="Move an alias to a version only if it beats the alias's current "
                                                "target on held-out margins, judged generations and degeneration.")
     pr.add_argument("ref", help="the candidate, an exact version: dpo@3")
@@ -87,6 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--config", default=None, help="server YAML (default: configs/server.yaml)")
     pr.set_defaults(handler=_promote)
 
+
+def _add_loop(subparsers: argparse._SubParsersAction) -> None:
     loop = subparsers.add_parser("loop", help="Close the loop on a running server: simulated arena votes -> export "
                                               "-> DPO -> hot-load -> alias -> check.")
     loop.add_argument("--server", default="http://127.0.0.1:8000", help="base URL of a running `palate serve`")

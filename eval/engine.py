@@ -2,7 +2,7 @@
 
 1. float32 arithmetic. The weights are bf16 values, exactly representable in float32, so float32 gives the log-probs
    of the stored model. In bf16 the same engine drifts 0.3-0.5 nats per ~60-token answer from that (measured on
-   SmolLM2-135M; see eval/README_SECTION.md) - as large as the margins DPO moves on a quick run. With float32 the
+   SmolLM2-135M; README, "Evaluation", *Precision*) - as large as the margins DPO moves on a quick run. With float32 the
    vLLM engine and the transformers + PEFT reference agree to 1e-3 nats.
 2. LoRA restricted to the projection layers (`lora_target_modules`). With `enable_lora`, vLLM 0.32 also wraps the
    tied lm_head in `LogitsProcessorWithLoRA`, whose CPU kernel indexes the LoRA slots per *request* while prompt
@@ -11,7 +11,7 @@
    changes nothing they compute.
 
 The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
-`VllmEngine`'s own (`LORA_TARGET_LAYERS`), so the server's engine is safe to score with too.
+`VllmEngine`'s own (`core.lora.ENGINE_LORA_LAYERS`), so the server's engine is safe to score with too.
 """
 
 from __future__ import annotations

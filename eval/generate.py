@@ -182,9 +182,7 @@ async def engine_generator(registry: Any, labels: list[str], sampling: SamplingS
     try:
         for handle in handles.values():
             await engine.load_adapter(handle)
-        table = {m.label: ({"label": m.label, "ref": m.ref, "kind": m.meta.get("kind", "base"),
-                            "content_sha256": m.meta.get("content_sha256"), "parent": m.meta.get("parent"),
-                            "dataset_sha256": m.meta.get("dataset_sha256")}, handles.get(m.ref)) for m in models}
+        table = {m.label: (m.record(), handles.get(m.ref)) for m in models}
         yield EngineGenerator(engine, table, sampling)
     finally:
         await engine.shutdown()

@@ -15,7 +15,7 @@ from typing import Any
 from core.registry import AdapterRegistry
 from eval.margins import PairLogps, summarize_by_kind
 from eval.pairs import file_sha256, read_pairs, tokenize_pair
-from eval.scoring import ScoredModel, resolve_models, score_pairs, with_references
+from eval.scoring import resolve_models, score_pairs, with_references
 
 
 def _pair_rows(pairs: list[PairLogps], ref: list[PairLogps] | None, beta: float | None) -> list[dict]:
@@ -29,13 +29,6 @@ def _pair_rows(pairs: list[PairLogps], ref: list[PairLogps] | None, beta: float 
             row["reward_margin"] = beta * ((p.chosen_logp - r.chosen_logp) - (p.rejected_logp - r.rejected_logp))
         rows.append(row)
     return rows
-
-
-def _model_record(model: ScoredModel) -> dict:
-    meta = model.meta
-    return {"label": model.label, "ref": model.ref, "kind": meta.get("kind", "base"),
-            "content_sha256": meta.get("content_sha256"), "parent": meta.get("parent"),
-            "dataset_sha256": meta.get("dataset_sha256"), "reference": model.reference, "beta": model.beta}
 
 
 async def compute_margins(scorer: Any, registry: AdapterRegistry, labels: list[str], data: Path | str,
@@ -67,7 +60,7 @@ async def compute_margins(scorer: Any, registry: AdapterRegistry, labels: list[s
     for model in requested:
         ref_pairs = scored.get(model.reference) if model.reference and model.beta is not None else None
         by_kind = summarize_by_kind(scored[model.ref], ref_pairs, model.beta if ref_pairs else None)
-        record = _model_record(model)
+        record = model.record()
         record["summary"] = {kind: asdict(s) for kind, s in by_kind.items()}
         for summary in record["summary"].values():
             if summary["rewards"]:

@@ -123,8 +123,3 @@ def tokenize_pair(tokenizer: Any, row: PreferenceRow) -> TokenizedPair:
     return pair
 
 
-def prompt_messages(row: PreferenceRow) -> list[dict]:
-    """The prompt as chat messages (for generation through the OpenAI API)."""
-    if isinstance(row.prompt, list):
-        return list(row.prompt)
-    return [{"role": "user", "content": row.prompt}]

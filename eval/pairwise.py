@@ -6,7 +6,7 @@ Judges:
   is judged twice, once in each order; the vote counts only when both orders pick the same answer, otherwise it is a
   tie (as in MT-Bench, Zheng et al. 2023, "conservative" swap).
 
-Win rate of a over b = (wins + ½·ties) / games, with the Wilson score interval (`eval.leaderboard.wilson_interval`).
+Win rate of a over b = (wins + ½·ties) / games, with the Wilson score interval (`core.ratings.wilson_interval`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from eval.judge import JudgeConfig, Verdict, prefer
-from eval.leaderboard import Outcome, wilson_interval
+from core.ratings import Outcome, wilson_interval
 
 JUDGE_PROMPT = """You are judging two descriptions of the same property listing for a real-estate website.
 The better description states the listing's facts accurately and specifically, invents nothing that is not in the facts,

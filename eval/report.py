@@ -1,7 +1,7 @@
 """`palate eval report`: one Markdown page plus PNG plots in `reports/<time>/` from stored results.
 
 Inputs are the JSON files `palate eval margins` and `palate eval generate` wrote (nothing is rescored), the vote store
-(arena leaderboard with bootstrap intervals, `eval.leaderboard`), and each adapter's training history (metrics.json
+(arena leaderboard with bootstrap intervals, `core.ratings`), and each adapter's training history (metrics.json
 in its registry directory). Every table names model versions and the data hash it came from.
 """
 
@@ -136,7 +136,7 @@ def arena_leaderboard(database_url: str | None) -> dict | None:
     try:
         from core.config import PROJECT_ROOT
         from core.votes import VoteStore
-        from eval.leaderboard import Outcome, build_leaderboard
+        from core.ratings import Outcome, build_leaderboard
 
         store = VoteStore(database_url, root=PROJECT_ROOT)
         try:

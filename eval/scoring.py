@@ -34,9 +34,12 @@ class ScoredModel:
     beta: float | None
     meta: dict
 
-    @property
-    def is_base(self) -> bool:
-        return self.ref == BASE
+    def record(self) -> dict:
+        """What a result file records about this model: what was asked for, what it resolved to, its lineage."""
+        meta = self.meta
+        return {"label": self.label, "ref": self.ref, "kind": meta.get("kind", "base"),
+                "content_sha256": meta.get("content_sha256"), "parent": meta.get("parent"),
+                "dataset_sha256": meta.get("dataset_sha256"), "reference": self.reference, "beta": self.beta}
 
 
 def _beta(meta: dict) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -14,7 +13,7 @@ from fastapi.responses import RedirectResponse
 
 from core.config import PROJECT_ROOT, PalateConfig
 from core.registry import AdapterRegistry
-from server import admin, routes
+from server import admin, arena, routes
 from server.admission import Admission
 from server.auth import ApiKeys
 from server.engines import lifeline
@@ -97,11 +96,7 @@ def create_app(config: PalateConfig, engine: Engine, base_facts: BaseModelFacts 
     app.add_middleware(RequestContext)
     app.include_router(routes.router)
     app.include_router(admin.router)
-    if importlib.util.find_spec("server.arena") is not None:
-        from server import arena
-
-        if hasattr(arena, "install"):  # the arena package adds its routes, vote store and UI
-            arena.install(app, config)
+    arena.install(app, config)  # the arena's routes, vote store and UI
 
     @app.get("/", include_in_schema=False)
     async def root():

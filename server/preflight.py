@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.lora import SERVABLE_TARGET_MODULES, lora_rule_problem
 from core.registry import META_FILE, adapter_content_hash
 
-SUPPORTED_TARGET_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 # The largest weight magnitude preflight accepts: float16's largest finite value. A LoRA weight beyond it becomes
 # inf in a float16 engine, and no training run produces one; inside vLLM one request's non-finite activations
 # corrupt state shared with other models' requests, so such adapters must never load.
@@ -90,24 +90,14 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
             f"{(meta.get('base_model') or {}).get('id', '?')}); this server runs {base.id} ({base.weights_sha256[:12]}…). "
             "Retrain it on this base model or serve it with its own base.")
 
-    ranks = [int(config.get("r") or 0), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
-    if max(ranks) > max_lora_rank:
-        raise PreflightError(
-            "rank", f"LoRA rank {max(ranks)} is above the engine's max_lora_rank {max_lora_rank}. Retrain with "
-            f"r <= {max_lora_rank}, or restart the server: with server.vllm.max_lora_rank null (the default) it "
-            "fits the largest rank in the registry at start-up; a number there is a fixed limit.")
-
-    targets = config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else list(targets)
-    unsupported = sorted(set(targets) - SUPPORTED_TARGET_MODULES)
-    if unsupported:
-        raise PreflightError(
-            "target_modules", f"target modules {unsupported} are not supported; use a subset of "
-            f"{sorted(SUPPORTED_TARGET_MODULES)}.")
-    if config.get("modules_to_save"):
-        raise PreflightError(
-            "modules_to_save", f"the adapter trains full modules ({config['modules_to_save']}), which vLLM cannot "
-            "serve as LoRA; retrain without modules_to_save.")
+    problem = lora_rule_problem(config, max_lora_rank, limit_name="the engine's max_lora_rank")
+    if problem:
+        check, message = problem
+        if check == "rank":
+            message += (". Retrain with a smaller r, or restart the server: with "
+                        "server.vllm.max_lora_rank null (the default) it fits the largest rank in the registry at "
+                        "start-up; a number there is a fixed limit.")
+        raise PreflightError(check, message + ("" if message.endswith(".") else "."))
 
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
@@ -156,7 +146,7 @@ def _check_finite(key: str, tensor) -> None:  # noqa: ANN001 - a torch tensor
 
 def _check_shape(key: str, shape: tuple[int, ...], base: BaseModelFacts) -> None:
     parts = key.split(".")
-    module = next((p for p in parts if p in SUPPORTED_TARGET_MODULES), None)
+    module = next((p for p in parts if p in SERVABLE_TARGET_MODULES), None)
     layer = next((int(p) for p in parts if p.isdigit()), None)
     if module is None or layer is None or len(shape) != 2:
         return

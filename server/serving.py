@@ -34,6 +34,8 @@ def render_chat(tokenizer: Any, messages: list[dict]) -> str:
 
 
 def sse(payload: dict | str) -> str:
+    """One server-sent event; a string (the closing "[DONE]") goes as is. JSON with ASCII escapes: a stray surrogate
+    in generated text can never fail the UTF-8 encoding of the stream."""
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
 

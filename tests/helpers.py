@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from core.config import PROJECT_ROOT
-from server.engines.vllm_engine import LORA_TARGET_LAYERS
+from core.lora import ENGINE_LORA_LAYERS
 
 BASE_MODEL_DIR = PROJECT_ROOT / "models" / "base"
 
@@ -191,7 +191,7 @@ def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_
                "--max-loras", "4", "--enforce-eager", "--seed", "0",
                # the same LoRA layers as Palate's own engine: without it vLLM also wraps lm_head (slower, and its
                # CPU kernel crashes on prompt log-probs)
-               "--lora-target-modules", *LORA_TARGET_LAYERS,
+               "--lora-target-modules", *ENGINE_LORA_LAYERS,
                # as Palate's engine on CPU: chunked prefill + a seeded request kills vLLM 0.32's CPU worker
                "--no-enable-chunked-prefill", "--max-num-batched-tokens", "2048"]
     if loras:

@@ -52,3 +52,14 @@ def test_config_names_its_command_and_validates(path: Path):
         load_arena_config(path)
     else:
         pytest.skip(f"{relative}: no schema known to this test (add a branch when a new config kind appears)")
+
+
+def test_auto_dtype_is_float32_on_a_cpu_without_bf16_instructions():
+    from core.config import cpu_has_bf16_instructions, engine_dtype
+
+    avx2 = "flags : fpu sse2 avx avx2 fma"
+    assert not cpu_has_bf16_instructions(avx2)
+    assert cpu_has_bf16_instructions(avx2 + " avx512f avx512_bf16") and cpu_has_bf16_instructions(avx2 + " amx_bf16")
+    assert engine_dtype("auto", on_gpu=True) == "bfloat16"
+    assert engine_dtype("float16", on_gpu=False) == "float16"
+    assert engine_dtype("auto", on_gpu=False) == ("bfloat16" if cpu_has_bf16_instructions() else "float32")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -85,3 +86,23 @@ def test_help_lists_every_subcommand():
     assert out.returncode == 0
     for command in ("model", "serve", "train", "adapters", "arena", "votes", "eval"):
         assert command in out.stdout, command
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every (sub)command parser of `palate`, with the words that reach it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_subcommand_prints_its_help():
+    # `palate eval --help` once died on a bare '%' in a help string (argparse formats help with %).
+    from core.cli import build_parser
+
+    seen = []
+    for path, parser in _parsers(build_parser()):
+        assert parser.format_help(), path
+        seen.append(" ".join(path))
+    assert {"eval agreement", "eval generate", "promote", "loop", "train sft", "serve"} <= set(seen), seen

@@ -5,8 +5,7 @@ Precedence, lowest first: dataclass defaults < top-level YAML keys < `profiles.<
 passed by a Python caller < command-line flags. Every TRL field is a flag (`--max_steps 2`, `--beta 0.2`).
 An unknown key in a YAML file or on the command line is an error that names the key.
 
-LoRA constraints that the vLLM server relies on are enforced here: rank at most `MAX_LORA_RANK`, target modules
-among `ALLOWED_TARGETS`, no `modules_to_save`.
+LoRA settings the vLLM server could not serve are refused here, before a run starts (the rules: `core.lora`).
 """
 
 from __future__ import annotations
@@ -17,11 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 from core.config import CONFIG_DIR, PROJECT_ROOT, ConfigError, read_yaml
+from core.lora import MAX_TRAINED_LORA_RANK, SERVABLE_TARGET_MODULES, lora_rule_problem, target_list
 
 JobKind = Literal["sft", "dpo"]
 PROFILES = ("quick", "full")
-MAX_LORA_RANK = 32  # configs/server.yaml vllm.max_lora_rank: a bigger adapter would be rejected at load time
-ALLOWED_TARGETS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
 @dataclass
@@ -149,12 +147,14 @@ def check_lora(spec: JobSpec) -> None:
     """Reject LoRA settings the vLLM server cannot serve, naming the field."""
     model = spec.model
     model.use_peft = True
-    if model.lora_r > MAX_LORA_RANK:
-        raise ConfigError(f"lora_r={model.lora_r}: the server accepts rank <= {MAX_LORA_RANK} (vllm.max_lora_rank).")
-    targets = model.lora_target_modules
-    targets = [targets] if isinstance(targets, str) else list(targets or [])
-    if not targets or not set(targets) <= ALLOWED_TARGETS:
-        raise ConfigError(f"lora_target_modules={targets}: choose among {sorted(ALLOWED_TARGETS)}.")
+    targets = target_list(model.lora_target_modules)
+    if not targets:
+        raise ConfigError(f"lora_target_modules is empty: choose among {sorted(SERVABLE_TARGET_MODULES)}.")
+    problem = lora_rule_problem({"r": model.lora_r, "target_modules": targets,
+                                 "modules_to_save": model.lora_modules_to_save}, MAX_TRAINED_LORA_RANK)
+    if problem:
+        check, message = problem
+        field_value = {"rank": f"lora_r={model.lora_r}", "target_modules": f"lora_target_modules={targets}",
+                       "modules_to_save": "lora_modules_to_save"}[check]
+        raise ConfigError(f"{field_value}: {message} (the vLLM server could not serve it).")
     model.lora_target_modules = targets
-    if model.lora_modules_to_save:
-        raise ConfigError("lora_modules_to_save must be empty: vLLM rejects adapters that carry full modules.")

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from core.registry import AdapterRegistry, AdapterVersion, RegistryError
-from training.config import ALLOWED_TARGETS, MAX_LORA_RANK
+from core.lora import MAX_TRAINED_LORA_RANK, SERVABLE_TARGET_MODULES, lora_rule_problem
 from training.inputs import base_model_info
 
 _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
@@ -38,10 +38,9 @@ def check_adapter(adapter_dir: Path, model_dir: Path) -> dict:
         raise RegistryError(f"{config_path}: not valid JSON ({exc.msg}).") from None
     if config.get("peft_type") != "LORA":
         raise RegistryError(f"{adapter_dir}: peft_type is {config.get('peft_type')!r}; only LoRA adapters are served.")
-    if config.get("modules_to_save"):
-        raise RegistryError(f"{adapter_dir}: modules_to_save={config['modules_to_save']} - vLLM cannot serve it.")
-    if int(config.get("r", 0)) > MAX_LORA_RANK:
-        raise RegistryError(f"{adapter_dir}: rank {config['r']} exceeds the server limit {MAX_LORA_RANK}.")
+    problem = lora_rule_problem(config, MAX_TRAINED_LORA_RANK)
+    if problem:
+        raise RegistryError(f"{adapter_dir}: {problem[1]}.")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -60,8 +59,9 @@ def check_adapter(adapter_dir: Path, model_dir: Path) -> dict:
         target = modules.get(module_name)
         if target is None or not hasattr(target, "in_features"):
             raise RegistryError(f"{key}: the base model has no linear layer {module_name!r} (different base model?).")
-        if module_name.rsplit(".", 1)[-1] not in ALLOWED_TARGETS:
-            raise RegistryError(f"{key}: targets {module_name!r}; the server serves {sorted(ALLOWED_TARGETS)} only.")
+        if module_name.rsplit(".", 1)[-1] not in SERVABLE_TARGET_MODULES:
+            raise RegistryError(f"{key}: targets {module_name!r}; the server serves "
+                                f"{sorted(SERVABLE_TARGET_MODULES)} only.")
         expected_dim = target.in_features if ab == "A" else target.out_features
         actual_dim = tensor.shape[1] if ab == "A" else tensor.shape[0]
         if actual_dim != expected_dim:

@@ -78,7 +78,7 @@ async def start_compare(service: Any, request: CompareRequest) -> AsyncIterator[
 
 async def _stream(service: Any, names: list[str], served: list[Any], prompt_text: str,
                   sampling: Sampling) -> AsyncIterator[str]:
-    from server.arena.service import sse
+    from server.serving import sse
 
     compare_id = uuid.uuid4().hex[:12]
     queue: asyncio.Queue[dict] = asyncio.Queue()

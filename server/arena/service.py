@@ -9,7 +9,6 @@ log and the database keep the details.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import uuid
@@ -27,12 +26,11 @@ from server.arena.protocol import (BattleRequest, BattleView, ContestantReveal, 
                                    VoteRequest)
 from server.engines.base import Engine, Sampling
 from server.errors import APIError, engine_dead
+from server.serving import sse
 
 log = logging.getLogger("palate.arena")
 
 
-def sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 def _is_uuid(value: str) -> bool:

@@ -21,7 +21,7 @@ from core.arena_config import REASON_TAGS
 from core.kto_export import export_kto
 from core.vote_export import export_pairs
 from core.votes import SIDES, BattleRecord
-from eval.leaderboard import Outcome, build_leaderboard
+from core.ratings import Outcome, build_leaderboard
 from server.arena.protocol import ArenaInfo, QueueView
 from server.errors import APIError
 

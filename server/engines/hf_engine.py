@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from core.config import engine_dtype
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
                                  TokenLogprob)
 
@@ -25,7 +26,7 @@ class HfEngine:
     def __init__(self, model_dir: Path, max_model_len: int = 2048, dtype: str = "bfloat16"):
         self.model_dir = Path(model_dir)
         self.max_model_len = max_model_len
-        self.dtype = dtype
+        self.dtype = dtype  # "auto" is resolved at start (engine_dtype)
         self._model: Any = None  # the base model, later wrapped in a PeftModel
         self._tokenizer: Any = None
         self._adapters: dict[int, str] = {}
@@ -36,6 +37,7 @@ class HfEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.dtype = engine_dtype(self.dtype, on_gpu=torch.cuda.is_available())
         self._model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=getattr(torch, self.dtype))
         self._model.eval()
 

@@ -7,24 +7,18 @@ the server. On SIGKILL nothing runs in the server: the engine's processes notice
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from core.config import EMPTY_REGISTRY_LORA_RANK, VllmConfig
+from core.config import EMPTY_REGISTRY_LORA_RANK, VllmConfig, engine_dtype
+from core.lora import ENGINE_LORA_LAYERS
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
                                  TokenLogprob)
 
 log = logging.getLogger("palate.engine.vllm")
-
-# Layers vLLM may wrap for LoRA: Llama-family projections, including vLLM's packed names (qkv_proj, gate_up_proj)
-# that q/k/v and gate/up adapters load into - everything but lm_head.
-LORA_TARGET_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "gate_up_proj",
-                      "down_proj"]
-
 
 class VllmEngine:
     name = "vllm"
@@ -50,7 +44,7 @@ class VllmEngine:
         return AsyncEngineArgs(
             model=str(self.model_dir),
             served_model_name=[self.served_model_name],
-            dtype=cfg.dtype,
+            dtype=engine_dtype(cfg.dtype, on_gpu=not current_platform.is_cpu()),
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -66,7 +60,7 @@ class VllmEngine:
             # LoRA on the projection layers only (all preflight accepts). Without this, vLLM 0.32 also wraps the
             # tied lm_head in a LoRA logits layer whose CPU kernel crashes the engine core on the first
             # prompt-logprobs request (vllm#16668, #29955), which would make score() kill the server.
-            lora_target_modules=LORA_TARGET_LAYERS if cfg.enable_lora else None,
+            lora_target_modules=list(ENGINE_LORA_LAYERS) if cfg.enable_lora else None,
             enable_chunked_prefill=chunked,
             max_num_batched_tokens=None if chunked else max(cfg.max_model_len, 2048),
         )
@@ -84,7 +78,9 @@ class VllmEngine:
         self._choose_lora_kernels()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         claim_engine()  # the engine's processes watch this one and die with it, even on SIGKILL (lifeline.py)
-        self._llm = AsyncLLM.from_engine_args(self.engine_args())
+        args = self.engine_args()
+        log.info("engine dtype: %s (vllm.dtype: %s)", args.dtype, self.cfg.dtype)
+        self._llm = AsyncLLM.from_engine_args(args)
 
     def _choose_lora_kernels(self) -> None:
         """Tell the engine processes (through the environment they inherit) whether to use Palate's CPU LoRA kernels;
@@ -258,8 +254,5 @@ class VllmEngine:
 
     async def unload_adapter(self, adapter: AdapterHandle) -> None:
         await self._llm.remove_lora(adapter.lora_id)
-
-    async def loaded_lora_ids(self) -> set[int]:
-        return set(await self._llm.list_loras())
 
 

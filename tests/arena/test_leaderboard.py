@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval.leaderboard import (Outcome, bootstrap_intervals, bradley_terry, build_leaderboard, win_rate_matrix,
+from core.ratings import (Outcome, bootstrap_intervals, bradley_terry, build_leaderboard, win_rate_matrix,
                               wilson_interval)
 
 

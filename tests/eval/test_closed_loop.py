@@ -1,5 +1,5 @@
 """The closed loop, end to end on the real server (base + tiny sft@1 + dpo@1 in one vLLM engine):
-simulated voters -> >= 60 arena votes through the API -> `palate votes export` -> `palate train dpo --from dpo`
+simulated voters -> >= 24 arena votes through the API -> `palate votes export` -> `palate train dpo --from dpo`
 -> hot-load without restart -> alias moves -> answers through the OpenAI client -> lineage in /v1/models."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from core.registry import AdapterRegistry
 
 pytestmark = pytest.mark.e2e
-VOTES = 60
+VOTES = 24
 
 
 @pytest.fixture()
@@ -39,12 +39,14 @@ def test_closed_loop(live_server, prompts, tmp_path):
     before = registry.versions("dpo")
 
     settings = LoopSettings(
-        server=live_server.url, admin_token=live_server.admin_token, votes=VOTES, min_pairs=2, max_votes=120,
+        server=live_server.url, admin_token=live_server.admin_token, votes=VOTES, min_pairs=2, max_votes=60,
         prompts=prompts,
         registry=live_server.registry_root, database_url=live_server.database_url, name="dpo", parent="dpo",
         max_steps=2, train_flags=["--per_device_train_batch_size", "2", "--max_length", "320", "--logging_steps", "1",
                                   "--save_strategy", "no", "--max_eval_rows", "4"],
-        out_dir=tmp_path / "loop", max_tokens=192, progress=lambda _: None,
+        # 8 battles in flight: 16 sequences, the test server's max_num_seqs (the votes are what is tested, not
+        # the CLI's default of 4)
+        out_dir=tmp_path / "loop", max_tokens=192, concurrency=8, progress=lambda _: None,
         # two DPO steps cannot be expected to beat their parent: the gate runs, and the move is recorded as forced
         # unless the evidence happened to pass
         promote_pairs=8, promote_prompts=4, force_promote=True)

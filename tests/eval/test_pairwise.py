@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from eval.leaderboard import Outcome
+from core.ratings import Outcome
 from eval.pairwise import combine_orders, listing_judge_outcomes, llm_judge_outcomes, parse_judge_reply, win_rates
 
 

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from core.registry import AdapterRegistry
-from eval.leaderboard import wilson_interval
+from core.ratings import wilson_interval
 from eval.promotion import PromotionPolicy, PromotionRefused, check_evidence, incumbent_for, promote
 
 

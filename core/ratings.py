@@ -15,7 +15,7 @@ tie games between every pair of contestants (a prior that pulls ratings together
 Leaderboards use a small prior so that an unbeaten newcomer has a finite rating; tests use 0 to check the MLE.
 
 Votes arrive as `Outcome(a, b, result)`: result is "A" (a won), "B" (b won), "tie" or "both_bad"; optional
-`len_a`/`len_b` (answer lengths in tokens) feed the length-controlled rating (`eval.length_control`).
+`len_a`/`len_b` (answer lengths in tokens) feed the length-controlled rating (`core.length_control`).
 
 Rank(UB), as Chatbot Arena ranks: 1 + the number of contestants whose interval lies entirely above this one's
 (their lower bound above its upper bound), so contestants whose intervals overlap share a rank.
@@ -230,7 +230,7 @@ def build_leaderboard(outcomes: Sequence[Outcome], *, min_votes: int = 10, round
     win-rate matrix and the change against each contestant's parent (`parents`: contestant -> parent), sorted by
     rating. A contestant with fewer than `min_votes` votes is marked provisional. Same-contestant battles are
     ignored."""
-    from eval.length_control import length_controlled_ratings
+    from core.length_control import length_controlled_ratings
 
     outcomes = [o for o in outcomes if o.a != o.b]
     names = _contestants(outcomes, contestants)

@@ -6,7 +6,7 @@ As Chatbot Arena's style control, the vote is modelled with the length differenc
 
 fitted by maximum likelihood (Newton's method on the logistic log-likelihood; ties are half a win, so the target
 is 0.5). `gamma` > 0 means longer answers win more often than their contestant's strength explains. Ratings are on
-the Elo scale like `eval.leaderboard` (400 * beta / ln 10, mean 1000 or `anchor` at 1000). `pseudo_ties` adds
+the Elo scale like `core.ratings` (400 * beta / ln 10, mean 1000 or `anchor` at 1000). `pseudo_ties` adds
 that many virtual ties per pair at d = 0, the same prior as the raw rating. Votes without both lengths are left
 out; with none, there is no fit (None).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.leaderboard import ANCHOR_RATING, SCALE, Outcome
+from core.ratings import ANCHOR_RATING, SCALE, Outcome
 
 
 @dataclass
