@@ -47,6 +47,13 @@ def vote_count(page) -> int:
     return int(match.group(1)) if match else -1
 
 
+def people_vote_count(page) -> int:
+    """All votes from people the leaderboard knows of, rated or not (a battle with an answer cut off by the length
+    limit is stored but not rated)."""
+    match = re.search(r"All votes: (\d+) from people", page.locator("#lb-summary").inner_text())
+    return int(match.group(1)) if match else 0
+
+
 def leaderboard_count(page, arena_url: str) -> int:
     """Open the Leaderboard through its link (`?leaderboard`) and read how many votes it rates."""
     from playwright.sync_api import expect
@@ -89,6 +96,7 @@ def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, tim
 
     with browser_page(viewport) as page:
         before = leaderboard_count(page, arena_url)  # the deep link: at 390 px the tab sits in Gradio's overflow menu
+        before_people = people_vote_count(page)
         page.goto(arena_url, wait_until="load")
         page.locator("#prompt textarea").wait_for(timeout=60_000)
         prompt_visible_on_load = in_viewport(page, "#prompt textarea")
@@ -115,7 +123,10 @@ def drive_arena(arena_url: str, prompt: str, screenshot: Path | None = None, tim
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         after = leaderboard_count(page, arena_url)
-        return {"before": before, "after": after, "answers": answers, "reveal": reveal, "labels": labels,
+        after_people = people_vote_count(page)
+        summary = page.locator("#lb-summary").inner_text()
+        return {"before": before, "after": after, "before_people": before_people, "after_people": after_people,
+                "summary": summary, "answers": answers, "reveal": reveal, "labels": labels,
                 "turns": turns, "locked_while_streaming": locked_while_streaming,
                 "prompt_visible_on_load": prompt_visible_on_load,
                 "answers_visible_while_voting": answers_visible_while_voting}

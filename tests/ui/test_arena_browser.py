@@ -183,7 +183,10 @@ def test_arena_in_browser_live_server(live_server):
     result = drive_arena(f"{live_server.url}/arena/",
                          "Write a two-sentence listing for a 1-bed condo in Riverside with in-unit laundry.",
                          screenshot=DOCS / "arena.png", timeout_ms=240_000, follow_up=None)
-    assert result["after"] == result["before"] + 1
+    # The vote is stored and counted; it is rated unless an answer ran into the length limit (the real model's
+    # answers sometimes do), and then the summary says why it is not.
+    assert result["after_people"] == result["before_people"] + 1, result["summary"]
+    assert result["after"] == result["before"] + 1 or "because an answer was cut off" in result["summary"]
     assert all(result["answers"][s] and result["answers"][s][0] for s in "AB")
     assert re.search(rf"A was {MODELS}, B was {MODELS}", result["reveal"])
     assert (DOCS / "arena.png").stat().st_size < 400_000
