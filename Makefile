@@ -33,10 +33,11 @@ model: venv
 train: model
 	$(VENV)/bin/palate train all --profile quick --if-missing
 
-# The main job on the embedded default: provision the base model, train the SFT and DPO adapters when they are
-# missing (reused when present), then serve base + adapters with the arena at http://127.0.0.1:$(PORT)/arena.
-demo: train
-	$(VENV)/bin/palate serve --port $(PORT) --watch
+# The main job on the embedded default: provision the base model, serve it with the arena at
+# http://127.0.0.1:$(PORT)/arena at once, and train the SFT and DPO adapters in the background when they are missing
+# (reused when present); each joins the arena when it is registered (progress in the arena and runs/demo-train.log).
+demo: model
+	$(VENV)/bin/palate demo --port $(PORT)
 
 serve: model
 	$(VENV)/bin/palate serve --port $(PORT)

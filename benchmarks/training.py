@@ -16,6 +16,12 @@ runs SFT and DPO under the elastic launcher (what `palate train --nproc N` uses)
 fp32, the same per-device batch, in the same run, and prints step time and samples/s (world x per-device batch /
 step time) with the 2-process / 1-process ratio. The launcher gives each of several CPU processes one thread
 (OMP_NUM_THREADS=1) and leaves one process torch's default.
+
+    .venv/bin/python -m benchmarks.training --length-buckets [--pairs 64] [--steps 6] [--batch 4] [--markdown FILE]
+
+compares random batches with `length_buckets: 8` batches (training/inputs.py `length_bucketed`) on the same rows,
+SFT and DPO, the two orders in turn (random, buckets, random, buckets): step time, the share of computed tokens that
+are padding, and the bucketed / random step-time ratio of each pair.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ def _token_count(tokenizer, rows: list[dict], kind: str) -> int:
 
 
 def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], steps: int, batch: int,
-             extra: dict | None = None) -> dict:
+             extra: dict | None = None, prepared: bool = False) -> dict:
     from training.config import resolve_job
     from training.inputs import PreparedData
     from training.jobs import load_model, make_trainer
@@ -67,8 +73,9 @@ def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], ste
     overrides.update(extra or {})
     spec = resolve_job(kind, overrides=overrides)
     spec.trl.output_dir = output_dir
-    train_rows = ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows] if kind == "sft"
-                  else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+    train_rows = rows if prepared else ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
+                                        if kind == "sft" else [{k: r[k] for k in ("prompt", "chosen", "rejected")}
+                                                               for r in rows])
     data = PreparedData(path=Path("bench"), sha256="", report=ValidationReport(Path("bench"), kind), rows=train_rows)
     model, tokenizer = load_model(spec, model_dir, None)
     timer = StepTimer()
@@ -78,7 +85,7 @@ def run_case(kind: str, precompute: bool, model_dir: Path, rows: list[dict], ste
     trainer.train()
     timed = timer.durations[1:]  # first step is warm-up
     step_s = sum(timed) / len(timed)
-    tokens_per_row = _token_count(tokenizer, rows, kind) / len(rows)
+    tokens_per_row = _token_count(tokenizer, rows, kind) / len(rows) if not prepared else float("nan")
     precompute_s = setup if precompute else 0.0
     return {"job": kind.upper() + (" + precomputed ref" if precompute else ""), "step_s": step_s,
             "tokens_per_s": tokens_per_row * batch / step_s, "precompute_s": precompute_s,
@@ -137,6 +144,75 @@ def processes_table(results: list[dict], header: str) -> str:
     return "\n".join(lines)
 
 
+def _padded_share(tokenizer, rows: list[dict], kind: str, batch: int, batches: int) -> float:
+    """Share of the tokens the first `batches` batches compute that are padding (each batch pads to its longest)."""
+    def n(messages):
+        ids = tokenizer.apply_chat_template(messages, tokenize=True)
+        return len(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    real = padded = 0
+    for start in range(0, batch * batches, batch):
+        group = rows[start:start + batch]
+        answer = "completion" if kind == "sft" else None
+        lengths = [n(r["prompt"] + r[answer]) for r in group] if answer else \
+            [n(r["prompt"] + r[a]) for r in group for a in ("chosen", "rejected")]
+        real, padded = real + sum(lengths), padded + max(lengths) * len(lengths)
+    return 1 - real / padded
+
+
+def _main_length_buckets(args, model_dir: Path, rows: list[dict]) -> int:
+    import random
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.inputs import length_bucketed
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    results = []
+    for kind in ("sft", "dpo"):
+        kind_rows = ([{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows] if kind == "sft"
+                     else [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+        shuffled = list(kind_rows)
+        random.Random(0).shuffle(shuffled)
+        orders = {"random": shuffled, "length buckets (8)": length_bucketed(kind_rows, args.batch, 8, seed=0)}
+        for repeat in range(2):
+            for name, ordered in orders.items():
+                result = run_case_ordered(kind, model_dir, ordered, args.steps, args.batch)
+                result.update(order=name, repeat=repeat,
+                              padded=_padded_share(tokenizer, ordered, kind, args.batch, args.steps + 1))
+                results.append(result)
+                print(f"{kind} {name} #{repeat}: {result['step_s']:.2f} s/step, padding {result['padded']:.1%}",
+                      flush=True)
+    lines = [f"### Length buckets vs random batches ({model_dir.name}, LoRA r=16, fp32, batch {args.batch}, "
+             f"{args.steps} timed steps)", "",
+             f"`python -m benchmarks.training --length-buckets --pairs {args.pairs} --steps {args.steps} --batch "
+             f"{args.batch}` on cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads), torch "
+             f"{torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')} UTC; the orders in turn, twice.", "",
+             "| job | order | step time (s), run 1 / run 2 | padding share of computed tokens | step time vs random "
+             "(pair 1 / pair 2) |", "|---|---|---:|---:|---:|"]
+    for kind in ("SFT", "DPO"):
+        mine = [r for r in results if r["job"] == kind]
+        rand = [r for r in mine if r["order"] == "random"]
+        for name in ("random", "length buckets (8)"):
+            runs = [r for r in mine if r["order"] == name]
+            times = " / ".join(f"{r['step_s']:.2f}" for r in runs)
+            ratio = " / ".join(f"{r['step_s'] / q['step_s']:.2f}x" for r, q in zip(runs, rand))
+            lines.append(f"| {kind} | {name} | {times} | {runs[0]['padded']:.1%} | {ratio} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        path = Path(args.markdown)
+        path.write_text(path.read_text().rstrip() + "\n\n" + text + "\n")
+    return 0
+
+
+def run_case_ordered(kind: str, model_dir: Path, rows: list[dict], steps: int, batch: int) -> dict:
+    """run_case on rows already in training order (the Trainer samples them sequentially)."""
+    return run_case(kind, False, model_dir, rows, steps, batch, extra={"train_sampling_strategy": "sequential"},
+                    prepared=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=16, help="Preference pairs used by every job.")
@@ -146,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="Append the table to this Markdown file.")
     parser.add_argument("--processes", action="store_true",
                         help="Compare 1 and 2 torch.distributed CPU processes (SFT and DPO) instead.")
+    parser.add_argument("--length-buckets", action="store_true",
+                        help="Compare random batches with length-bucketed ones (SFT and DPO) instead.")
     parser.add_argument("--worker", choices=["sft", "dpo"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.processes:
         return _main_processes(args, model_dir)
+    if args.length_buckets:
+        return _main_length_buckets(args, model_dir, rows)
     results = [run_case("sft", False, model_dir, rows, args.steps, args.batch),
                run_case("dpo", False, model_dir, rows, args.steps, args.batch),
                run_case("dpo", True, model_dir, rows, args.steps, args.batch)]

@@ -137,8 +137,9 @@ def write_server_config(path: Path, *, port: int, registry_root: Path, database_
 
 
 def start_server(workdir: Path, registry_root: Path, *, database_url: str | None = None, admin_token: str = "test-admin",
-                 args: tuple[str, ...] = (), timeout_s: float = 480, **server_overrides) -> LiveServer:
-    """Start `palate serve` with its own config file and wait until /health answers."""
+                 args: tuple[str, ...] = (), timeout_s: float = 480, command: str = "serve",
+                 **server_overrides) -> LiveServer:
+    """Start `palate serve` (or `palate demo`: `command`) with its own config file and wait until /health answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     database_url = database_url or f"sqlite:///{workdir / 'votes.db'}"
@@ -148,7 +149,7 @@ def start_server(workdir: Path, registry_root: Path, *, database_url: str | None
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PALATE_ADMIN_TOKEN", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve", "--config", str(config_path), *args],
+        [sys.executable, "-m", "core.cli", command, "--config", str(config_path), *args],
         cwd=PROJECT_ROOT, stdout=open(log_path, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = LiveServer(f"http://127.0.0.1:{port}", admin_token, registry_root, database_url, config_path, log_path,
                         process)

@@ -6,7 +6,8 @@
     palate train sft|dpo [flags]              one job; flags are TRL/LoRA/Palate fields (`palate train sft --help`)
     palate train sft|dpo --nproc N [--accelerate-config fsdp|zero2|zero3|PATH] [flags]
                                               the same job under N torch.distributed processes (training/launch.py)
-    palate train all --profile quick --if-missing [--nproc N]   sft then dpo, skipping what the registry has
+    palate train all --profile quick --if-missing [--nproc N] [-- FLAGS]
+                                              sft then dpo, skipping what the registry has; FLAGS go to both jobs
     palate adapters list                      the registry: versions, kinds, parents, headline metrics
     palate adapters show NAME@V               one version's training summary and where its curves are
     palate adapters add PATH --name N         register an adapter trained elsewhere (kind external)
@@ -56,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     every.add_argument("--nproc", type=int, default=None, help="Train each job under N torch.distributed processes.")
     every.add_argument("--accelerate-config", default=None,
                        help="GPU launch config: fsdp, zero2, zero3 (configs/accelerate/) or a path.")
+    every.add_argument("job_flags", nargs="*", metavar="-- FLAG",
+                       help="After `--`: flags for both jobs, as `palate train sft/dpo` take them (--max_steps 4).")
     every.set_defaults(handler=_train_all)
 
     adapters = subparsers.add_parser("adapters", help="List or add adapters in the registry.")
@@ -167,7 +170,7 @@ def _train_all(args: argparse.Namespace) -> int:
         started = time.time()
         launch = ([f"--nproc={args.nproc}"] if args.nproc else []) + (
             [f"--accelerate-config={args.accelerate_config}"] if args.accelerate_config else [])
-        code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry, *launch])
+        code = _run_job(kind, ["--profile", args.profile, "--registry", args.registry, *launch, *args.job_flags])
         if code:
             return code
         print(f"palate train all: {kind} done in {time.time() - started:.0f}s wall", flush=True)

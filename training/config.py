@@ -42,6 +42,10 @@ class PalateArgs:
                                                                "ones (they are reported and counted), instead of failing."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Use only the first N eval rows."})
+    length_buckets: int | None = field(default=None, metadata={"help": "Batch rows of similar length (less padding "
+                                       "to compute): shuffle the training rows with the seed, then sort each run of N "
+                                       "batches by length. Trains in that order (train_sampling_strategy becomes "
+                                       "sequential)."})
     run_root: str = field(default="runs", metadata={"help": "Where checkpoints live while a job runs (resume source)."})
 
 
@@ -140,7 +144,21 @@ def resolve_job(kind: JobKind, argv: list[str] | None = None, config: Path | str
         raise ConfigError(f"palate train {kind}: {exc}") from exc
     spec = JobSpec(kind=kind, palate=palate, trl=trl, model=model, config_path=config_path)
     check_lora(spec)
+    check_length_buckets(spec)
     return spec
+
+
+def check_length_buckets(spec: JobSpec) -> None:
+    """`length_buckets` fixes the training order itself, so the Trainer must keep it (sequential sampling)."""
+    buckets = spec.palate.length_buckets
+    if buckets is None:
+        return
+    if buckets < 1:
+        raise ConfigError(f"length_buckets={buckets}: give a number of batches (1 or more), or leave it unset.")
+    if spec.trl.train_sampling_strategy not in ("random", "sequential"):
+        raise ConfigError(f"length_buckets={buckets} orders the rows itself; it cannot be combined with "
+                          f"train_sampling_strategy={spec.trl.train_sampling_strategy!r} (unset one of them).")
+    spec.trl.train_sampling_strategy = "sequential"
 
 
 def check_lora(spec: JobSpec) -> None:

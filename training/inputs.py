@@ -4,12 +4,14 @@
 `prepare_data(kind, path, ...)` validates a JSONL file (line-numbered errors, `DataValidationError` on failure),
 records its sha256 and row counts, and returns rows with only the fields TRL needs. For SFT, conversations that end
 in an assistant turn become prompt/completion pairs, so the loss covers the answer and not the prompt.
+`length_bucketed(rows, ...)` orders rows so that each batch holds rows of similar length (`length_buckets`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,3 +71,36 @@ def prepare_data(kind: DataKind, path: Path | str, allow_invalid_rows: bool = Fa
     if kind == "sft":
         rows = to_prompt_completion(rows)
     return PreparedData(path=path, sha256=sha256_path(path), report=report, rows=rows)
+
+
+def _text_length(value) -> int:
+    """Characters of a row field: a string, or the contents of a list of chat messages."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_length(m.get("content", "")) if isinstance(m, dict) else _text_length(m) for m in value)
+    return len(json.dumps(value, default=str))
+
+
+def row_length(row: dict) -> int:
+    """A row's length as the trainer pads it: the prompt plus its longest answer (characters, a proxy for tokens)."""
+    answers = [row[key] for key in ("completion", "chosen", "rejected", "messages", "text") if key in row]
+    return _text_length(row.get("prompt", "")) + max((_text_length(a) for a in answers), default=0)
+
+
+def length_bucketed(rows: list[dict], batch_size: int, batches_per_bucket: int, seed: int) -> list[dict]:
+    """Rows shuffled with `seed`, then each run of `batches_per_bucket` batches sorted by length and cut into
+    batches, whose order inside the run is shuffled again. Every row stays, each once; a prefix of the result is still
+    a random sample of the rows (the sort never reaches past one run), and a batch pads to a similar length instead of
+    to the longest of random rows."""
+    rng = random.Random(f"length-buckets:{seed}")
+    order = list(rows)
+    rng.shuffle(order)
+    span = batch_size * batches_per_bucket
+    out: list[dict] = []
+    for start in range(0, len(order), span):
+        run = sorted(order[start:start + span], key=row_length)
+        batches = [run[i:i + batch_size] for i in range(0, len(run), batch_size)]
+        rng.shuffle(batches)
+        out.extend(row for batch in batches for row in batch)
+    return out

@@ -30,11 +30,12 @@ from pathlib import Path
 
 from core.config import ConfigError, load_model_config
 from core.registry import AdapterRegistry, AdapterVersion, RegistryError, VersionExistsError, parse_ref
+from core.training_progress import progress_path
 from training import distributed
 from training.config import JobSpec, project_path, resolve_job
 from training.data import ensure_dataset
-from training.inputs import PreparedData, base_model_info, prepare_data
-from training.metrics import GracefulInterrupt, MetricsRecorder, final_metrics, plot_metrics
+from training.inputs import PreparedData, base_model_info, length_bucketed, prepare_data
+from training.metrics import GracefulInterrupt, MetricsRecorder, ProgressReporter, final_metrics, plot_metrics
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -91,7 +92,11 @@ def _resolve_inputs(spec: JobSpec, log) -> tuple[PreparedData, PreparedData | No
     evaluation = None
     if eval_path:
         evaluation = prepare_data(spec.kind, project_path(eval_path), args.allow_invalid_rows, args.max_eval_rows, log)
-    log(f"data: {train.path} ({len(train.rows)} rows used of {train.report.kept} valid)"
+    if args.length_buckets:
+        train.rows = length_bucketed(train.rows, spec.trl.per_device_train_batch_size, args.length_buckets,
+                                     spec.trl.seed)
+    log(f"data: {train.path} ({len(train.rows)} rows used of {train.report.kept} valid"
+        + (f", in length buckets of {args.length_buckets} batches" if args.length_buckets else "") + ")"
         + (f"; eval: {evaluation.path} ({len(evaluation.rows)} rows)" if evaluation else "; no eval data"))
     return train, evaluation
 
@@ -298,17 +303,29 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
 
     model, tokenizer = load_model(spec, plan.model_dir, parent)
     recorder = MetricsRecorder(run_dir / "metrics.json")
+    progress = ProgressReporter(progress_path(registry.root, name), name, registry.next_version(name), spec.kind)
+    if distributed.is_main():
+        progress.write("starting")
     if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
         state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
         recorder.history = [dict(e) for e in state.get("log_history", [])]
     interrupt = GracefulInterrupt()
-    trainer = make_trainer(spec, model, tokenizer, plan.train, plan.evaluation, [recorder, interrupt])
+    trainer = make_trainer(spec, model, tokenizer, plan.train, plan.evaluation, [recorder, interrupt, progress])
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=last_checkpoint)
+    except BaseException as exc:
+        if distributed.is_main():  # a second Ctrl-C (KeyboardInterrupt) stops; anything else fails the job
+            stopped = isinstance(exc, KeyboardInterrupt)
+            progress.write("stopped" if stopped else "failed", step=trainer.state.global_step,
+                           max_steps=trainer.state.max_steps,
+                           **({} if stopped else {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
+        raise
     finally:
         interrupt.restore()
     if interrupt.interrupted:
+        if distributed.is_main():
+            progress.write("stopped", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
         raise TrainingInterrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}. "
                                   "Run the same command again to resume.")
     train_seconds = time.time() - started
@@ -320,8 +337,12 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
     timing = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
               "global_step": result.global_step,
               "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}
-    return _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, parent,
-                     run_dir, timing, log, evaluation_record)
+    adapter = _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, parent,
+                        run_dir, timing, log, evaluation_record)
+    if distributed.is_main():
+        progress.fields["version"] = adapter.version
+        progress.write("registered", step=result.global_step, max_steps=trainer.state.max_steps, ref=adapter.ref)
+    return adapter
 
 
 def evaluate_held_out(trainer, spec: JobSpec) -> dict:

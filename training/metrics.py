@@ -141,3 +141,44 @@ def plot_metrics(history: list[dict], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+class ProgressReporter(TrainerCallback):
+    """Keep `<registry>/.training/<name>.json` (core.training_progress) current: step, loss, ETA. Rank 0 only."""
+
+    def __init__(self, path: Path, name: str, version: int, kind: str):
+        self.path, self.fields = Path(path), {"name": name, "version": version, "kind": kind}
+        self._started = None
+        self._first_step = 0
+        self._loss = None
+
+    def write(self, state: str, **fields) -> None:
+        from core.training_progress import write_progress
+
+        write_progress(self.path, **self.fields, state=state, loss=self._loss, **fields)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import time
+
+        self._started, self._first_step = time.time(), state.global_step  # a resumed run starts past 0
+        if state.is_world_process_zero:
+            self.write("training", step=state.global_step, max_steps=state.max_steps, elapsed_s=0.0, eta_s=None)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self._loss = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        if not state.is_world_process_zero:
+            return
+        elapsed = time.time() - self._started
+        done = state.global_step - self._first_step
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else None
+        self.write("training", step=state.global_step, max_steps=state.max_steps, elapsed_s=round(elapsed, 1),
+                   eta_s=round(eta, 1) if eta is not None else None)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.write("evaluating", step=state.global_step, max_steps=state.max_steps)

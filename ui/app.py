@@ -22,6 +22,18 @@ from ui.leaderboard_view import (SOURCE_CHOICES, STANDING_COLUMNS, matrix_rows, 
                                  summary_markdown)
 
 MODES = ("battle", "compare", "chat", "leaderboard", "export")
+TRAINING_POLL_S = 5.0
+RECENT_S = 3600.0  # a failed or stopped job is shown for an hour
+
+
+def training_markdown(view: dict, now: float) -> str:
+    """The progress line for jobs training into the served registry: active ones, and recent failures."""
+    lines = [job["summary"] for job in view.get("jobs", [])
+             if job["state"] in ("starting", "training", "evaluating")
+             or (job["state"] in ("failed", "stopped") and now - job.get("updated", 0) < RECENT_S)]
+    if not lines:
+        return ""
+    return "**Training** (adapters join the arena when registered):\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def mode_from_query(params: Any) -> str:
@@ -56,12 +68,29 @@ def build_arena_ui(server_url: str | None, arena_config: ArenaConfig | None = No
             pass
         mode = mode_from_query(getattr(request, "query_params", None))
         return (gr.Tabs(selected=mode), gr.CheckboxGroup(choices=served, value=default_models(served)),
-                gr.Dropdown(choices=served, value="base" if "base" in served else served[0]))
+                gr.Dropdown(choices=served, value="base" if "base" in served else served[0]), served)
+
+    async def poll_training(known: list[str], request: gr.Request):
+        """Every few seconds: the training line; the model pickers only when what the server serves changed."""
+        import time
+
+        client = ctx.client(request)
+        try:
+            line = training_markdown(await client.training(), time.time())
+            served = (await client.info())["served_models"] or known
+        except Exception:  # noqa: BLE001 - a server restarting: keep the page as it is until the next poll
+            return gr.skip(), gr.skip(), gr.skip(), known
+        if served == known:
+            return line, gr.skip(), gr.skip(), known
+        return line, gr.CheckboxGroup(choices=served, value=default_models(served)), \
+            gr.Dropdown(choices=served, value="base" if "base" in served else served[0]), served
 
     with gr.Blocks(title="Palate arena") as demo:
         gr.Markdown("# Palate arena\nCompare a base model with its SFT and DPO adapters: blind battles, named "
                     "comparisons, or a chat.", elem_classes=["palate-header"])
         gr.Markdown(NOTICE, elem_classes=["palate-notice"], elem_id="notice")
+        training = gr.Markdown("", elem_id="training")
+        served_state = gr.State([])
         with gr.Tabs(selected="battle", elem_id="modes") as tabs:
             with gr.Tab("Battle", id="battle", elem_id="tab-battle"):
                 build_battle_tab(ctx)
@@ -83,7 +112,9 @@ def build_arena_ui(server_url: str | None, arena_config: ArenaConfig | None = No
         refresh.click(refresh_leaderboard, [source], lb_outputs)
         source.change(refresh_leaderboard, [source], lb_outputs)
         lb_tab.select(refresh_leaderboard, [source], lb_outputs)  # votes cast since the page loaded show up
-        demo.load(on_load, None, [tabs, compare_models, chat_model])
+        demo.load(on_load, None, [tabs, compare_models, chat_model, served_state])
+        gr.Timer(TRAINING_POLL_S).tick(poll_training, [served_state], [training, compare_models, chat_model,
+                                                                        served_state])
         demo.load(refresh_leaderboard, [source], lb_outputs)
     return demo
 

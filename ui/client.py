@@ -121,3 +121,6 @@ class ArenaClient:
 
     async def queue(self) -> dict:
         return await self._json("GET", "/v1/arena/queue")
+
+    async def training(self) -> dict:
+        return await self._json("GET", "/v1/arena/training")

@@ -139,6 +139,31 @@ class ArenaInfo(BaseModel):
     compare_max_models: int
 
 
+class TrainingJob(BaseModel):
+    """One training job's latest progress record (core.training_progress)."""
+
+    name: str
+    version: int | None = None
+    kind: str | None = None
+    state: Literal["starting", "training", "evaluating", "registered", "failed", "stopped"]
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = Field(None, description="Seconds left at the pace so far (training steps only).")
+    ref: str | None = Field(None, description="name@version, once registered.")
+    error: str | None = None
+    updated: float = Field(..., description="Unix time of the record.")
+    summary: str = Field(..., description="One line for a person.")
+
+
+class TrainingView(BaseModel):
+    """GET /v1/arena/training: jobs training into the served registry (newest first), for a progress line."""
+
+    object: Literal["arena.training"] = "arena.training"
+    jobs: list[TrainingJob]
+
+
 class QueueView(BaseModel):
     """GET /v1/arena/queue: how busy the engine is, for a front end's waiting message (names no model)."""
 

@@ -9,6 +9,7 @@
     GET  /v1/arena/export                ?format=dpo|kto: the votes as training rows (admin token by default)
     GET  /v1/arena/info                  example prompts, limits, served models for a front end
     GET  /v1/arena/queue                 how busy the engine is (for a waiting message)
+    GET  /v1/arena/training              adapters training into the served registry: step, loss, ETA
 
 The judge's session id comes in the `judge` field or the `X-Palate-Judge` header; only its sha256 is stored.
 """
@@ -21,7 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from server.arena import views
 from server.arena.compare import start_compare
 from server.arena.protocol import (ArenaInfo, BattleRequest, BattleView, CompareRequest, EditRequest, QueueView,
-                                   Reveal, VoteRequest)
+                                   Reveal, TrainingView, VoteRequest)
 from server.admission import BATTLE_SLOTS, admitted
 from server.arena.service import ArenaService
 
@@ -90,3 +91,8 @@ async def info(request: Request) -> ArenaInfo:
 @router.get("/queue", response_model=QueueView)
 async def queue(request: Request) -> QueueView:
     return views.queue(_service(request))
+
+
+@router.get("/training", response_model=TrainingView, response_model_exclude_none=True)
+async def training(request: Request) -> TrainingView:
+    return await views.training(_service(request))

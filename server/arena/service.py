@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from core.training_progress import ACTIVE, describe, read_progress
 from core.arena_config import ArenaConfig
 from core.config import ServerConfig
 from core.votes import (SIDES, AlreadyVoted, BattleContinued, BattleNotFinished, BattleNotFound, BattleRecord,
@@ -148,8 +149,11 @@ class ArenaService:
     async def _draw_pair(self, store: VoteStore) -> dict[str, Any]:
         contestants = self.contestants()
         if len(contestants) < 2:
+            training = [describe(r) for r in read_progress(self.models.registry.root) if r.get("state") in ACTIVE]
+            todo = (f"training now: {'; '.join(training)} - adapters join when they are registered" if training
+                    else "train or load adapters, e.g. `make train`")
             raise APIError(503, "The arena needs at least two served contestants (configured: "
-                                f"{', '.join(self.config.contestants)}); train or load adapters, e.g. `make train`. "
+                                f"{', '.join(self.config.contestants)}); {todo}. "
                                 "Compare and Chat work with the base model meanwhile.",
                            code="not_enough_contestants")
         load = await asyncio.to_thread(store.pair_load, self.config.pending_window_s)

@@ -22,7 +22,8 @@ from core.kto_export import export_kto
 from core.vote_export import export_pairs
 from core.votes import SIDES, BattleRecord
 from core.ratings import Outcome, build_leaderboard
-from server.arena.protocol import ArenaInfo, QueueView
+from core.training_progress import describe, read_progress
+from server.arena.protocol import ArenaInfo, QueueView, TrainingJob, TrainingView
 from server.errors import APIError
 
 SOURCES = ("people", "simulated", "all")
@@ -140,3 +141,10 @@ def queue(service: Any) -> QueueView:
     models = service.models
     inflight = sum(models.inflight(m.id) for m in models.list())
     return QueueView(engine_requests=inflight, engine_capacity=service.server_config.vllm.max_num_seqs)
+
+
+async def training(service: Any) -> TrainingView:
+    records = await asyncio.to_thread(read_progress, service.models.registry.root)
+    fields = set(TrainingJob.model_fields) - {"summary"}
+    return TrainingView(jobs=[TrainingJob(**{k: v for k, v in r.items() if k in fields}, summary=describe(r))
+                              for r in records if r.get("name") and r.get("state")])

@@ -152,3 +152,26 @@ def test_unreachable_database_leaves_the_rest_serving(tmp_path):
         response = client.post("/v1/arena/battles", json={"prompt": "hi"})
         assert response.status_code == 503 and "secret" not in response.text
         assert client.get("/v1/models").status_code == 200
+
+
+def test_training_progress_is_served_and_named_when_battles_must_wait(tmp_path):
+    """GET /v1/arena/training reads the progress files training writes into the served registry; while only base
+    is served, the battle's 503 says what is training and that adapters join when registered."""
+    from fastapi.testclient import TestClient
+
+    from core.training_progress import progress_path, write_progress
+    from tests.arena.fakes import make_app, make_config
+
+    config = make_config(tmp_path, names=())
+    write_progress(progress_path(config.server.adapter_root, "sft"), name="sft", version=1, kind="sft",
+                   state="training", step=12, max_steps=64, loss=1.234, elapsed_s=80.0, eta_s=400.0)
+    with TestClient(make_app(config)) as client:
+        view = client.get("/v1/arena/training").json()
+        assert view["object"] == "arena.training"
+        (job,) = view["jobs"]
+        assert (job["name"], job["state"], job["step"], job["max_steps"]) == ("sft", "training", 12, 64)
+        assert job["summary"] == "sft@1: training, step 12/64, loss 1.23, about 7 min left"
+        refused = client.post("/v1/arena/battles", json={"prompt": "hi"})
+        message = refused.json()["error"]["message"]
+        assert refused.status_code == 503 and "training now: sft@1: training, step 12/64" in message
+        assert client.get("/v1/models").json()["data"][0]["id"] == "base"  # the registry's .training is no adapter

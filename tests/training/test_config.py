@@ -43,3 +43,40 @@ def test_quick_profile_stays_servable():
     for kind in ("sft", "dpo"):
         spec = resolve_job(kind)
         assert spec.model.lora_r <= 32 and not spec.model.lora_modules_to_save
+
+
+def test_length_buckets_fix_the_order_and_refuse_a_second_sampler():
+    spec = resolve_job("sft", overrides={"length_buckets": 4})
+    assert spec.trl.train_sampling_strategy == "sequential"  # the Trainer keeps Palate's order
+    for kind in ("sft", "dpo"):  # full trains epochs: a fresh shuffle each time, not one fixed order
+        assert "length_buckets" not in load_recipe(default_config_path(kind), "full")
+    with pytest.raises(ConfigError, match="train_sampling_strategy='group_by_length'"):
+        resolve_job("sft", overrides={"length_buckets": 4, "train_sampling_strategy": "group_by_length"})
+    with pytest.raises(ConfigError, match="length_buckets=0"):
+        resolve_job("sft", overrides={"length_buckets": 0})
+
+
+def test_length_bucketed_keeps_every_row_and_groups_similar_lengths():
+    import random
+
+    from training.inputs import length_bucketed, row_length
+
+    rng = random.Random(1)
+    rows = [{"prompt": "p" * rng.randint(5, 50), "completion": "c" * rng.randint(1, 300), "id": i} for i in range(203)]
+    out = length_bucketed(rows, batch_size=4, batches_per_bucket=8, seed=0)
+    assert sorted(r["id"] for r in out) == list(range(203))  # each row once
+    assert out == length_bucketed(rows, batch_size=4, batches_per_bucket=8, seed=0)  # seeded
+    assert out != length_bucketed(rows, batch_size=4, batches_per_bucket=8, seed=1)
+
+    def padded_share(order):  # computed tokens that are padding, batches of 4
+        batches = [order[i:i + 4] for i in range(0, len(order), 4)]
+        real = sum(row_length(r) for r in order)
+        return 1 - real / sum(max(row_length(r) for r in b) * len(b) for b in batches)
+
+    shuffled = list(rows)
+    random.Random(0).shuffle(shuffled)
+    assert padded_share(out) < padded_share(shuffled) / 2
+    # the first bucket's rows are a random draw, not the shortest or longest of the file
+    first = sorted(row_length(r) for r in out[:32])
+    everything = sorted(row_length(r) for r in rows)
+    assert first[0] < everything[len(rows) // 2] < first[-1]

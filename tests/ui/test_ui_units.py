@@ -72,3 +72,18 @@ def test_chatbot_values_become_plain_messages():
                                             {"role": "assistant", "content": "Hello!"}]
     assert plain_messages([{"role": "user", "content": "plain"}]) == [{"role": "user", "content": "plain"}]
     assert plain_messages(None) == []
+
+
+def test_training_line_shows_active_jobs_and_recent_failures_only():
+    from ui.app import training_markdown
+
+    now = 10_000.0
+    view = {"jobs": [
+        {"name": "dpo", "state": "training", "updated": now, "summary": "dpo@1: training, step 3/18"},
+        {"name": "sft", "state": "registered", "updated": now - 60, "summary": "sft@1: trained and registered"},
+        {"name": "old", "state": "failed", "updated": now - 7200, "summary": "old@1: training failed (x)"},
+        {"name": "new", "state": "failed", "updated": now - 60, "summary": "new@1: training failed (y)"}]}
+    text = training_markdown(view, now)
+    assert "dpo@1: training, step 3/18" in text and "new@1: training failed (y)" in text
+    assert "sft@1" not in text and "old@1" not in text
+    assert training_markdown({"jobs": [view["jobs"][1]]}, now) == ""  # nothing training: no line at all

@@ -1,0 +1,50 @@
+"""`palate demo`'s background training: `palate train all --if-missing` as a child process that dies with its parent.
+
+The child shares the terminal's process group, so Ctrl-C reaches it too (training saves a checkpoint and stops);
+when the server ends any other way the child gets SIGINT as well, and SIGINT again (Linux: on the parent's death,
+through prctl PDEATHSIG) if the parent is killed outright. A second `palate demo` resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+    except OSError:  # not glibc Linux: Ctrl-C and the context manager still stop the child
+        pass
+
+
+@contextlib.contextmanager
+def background_training(registry_root: Path, profile: str, flags: list[str], log_path: Path | str,
+                        stop_timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
+    """Run `palate train all --profile P --if-missing --registry ROOT -- FLAGS` with output appended to log_path;
+    on exit, interrupt it (checkpoint) and wait, then kill it if it does not stop."""
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "core.cli", "train", "all", "--profile", profile, "--if-missing",
+               "--registry", str(registry_root)]
+    if flags:
+        command += ["--", *flags]
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+            try:
+                child.wait(stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

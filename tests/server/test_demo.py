@@ -1,0 +1,77 @@
+"""`palate demo` (what `make demo` runs) on the real engine: base answers while the adapters train in the
+background; sft and dpo join without a restart; the arena's training endpoint shows the progress; stopping the
+demo stops the training too."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import engine_pids, pid_alive, start_server
+
+pytestmark = pytest.mark.e2e
+TRAIN_FLAGS = ("--max_steps", "3", "--save_strategy", "no", "--max_eval_rows", "2", "--logging_steps", "1",
+               "--warmup_steps", "0", "--max_train_rows", "24")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def test_demo_serves_base_at_once_and_adapters_join_when_trained(tmp_path):
+    from openai import OpenAI
+
+    registry = tmp_path / "adapters"
+    server = start_server(tmp_path / "demo", registry, command="demo",
+                          args=("--train-log", str(tmp_path / "train.log"), "--", *TRAIN_FLAGS))
+    try:
+        trainer = [pid for pid in engine_pids(server.process.pid) if b"train" in _cmdline(pid)]
+        client = OpenAI(base_url=server.v1, api_key="x")
+        reply = client.chat.completions.create(model="base", max_tokens=8, temperature=0,
+                                               messages=[{"role": "user", "content": "Describe a loft."}])
+        assert reply.choices[0].message.content
+        states, served, deadline = set(), set(), time.time() + 900
+        while not {"sft", "dpo"} <= served and time.time() < deadline:
+            jobs = httpx.get(f"{server.url}/v1/arena/training", timeout=30).json()["jobs"]
+            states |= {(job["name"], job["state"]) for job in jobs}
+            served = {m["id"] for m in httpx.get(f"{server.v1}/models", timeout=30).json()["data"]}
+            time.sleep(1)
+        assert {"sft", "dpo"} <= served, (states, (tmp_path / "train.log").read_text()[-3000:])
+        assert server.process.poll() is None  # no restart: the same process hot-loaded both
+        jobs = {job["name"]: job for job in httpx.get(f"{server.url}/v1/arena/training", timeout=30).json()["jobs"]}
+        assert jobs["sft"]["state"] == "registered" and jobs["sft"]["ref"] == "sft@1" and jobs["sft"]["step"] == 3
+        assert jobs["dpo"]["state"] == "registered" and jobs["dpo"]["ref"] == "dpo@1"
+        assert any(state == "training" for _, state in states)  # progress was visible while it ran
+        reply = client.chat.completions.create(model="dpo", max_tokens=8, temperature=0,
+                                               messages=[{"role": "user", "content": "Describe a loft."}])
+        assert reply.model.startswith("dpo") and reply.choices[0].message.content
+    finally:
+        server.stop()
+    assert trainer and not any(pid_alive(pid) for pid in trainer)
+
+
+def test_leaving_the_demo_interrupts_its_training_with_a_checkpoint(tmp_path):
+    """When the server ends while the background job still trains, the job is interrupted the way Ctrl-C does it
+    (a checkpoint, so the next `palate demo` resumes), not left running."""
+    from core.training_progress import read_progress
+    from server.demo import background_training
+
+    registry, log = tmp_path / "adapters", tmp_path / "train.log"
+    with background_training(registry, "quick", ["--max_steps", "400", "--save_steps", "1", "--logging_steps", "1",
+                                                 "--max_eval_rows", "2"], log) as child:
+        deadline = time.time() + 300
+        while time.time() < deadline and child.poll() is None:
+            if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
+                break
+            time.sleep(1)
+        assert child.poll() is None, log.read_text()[-2000:]
+    assert child.returncode is not None and not pid_alive(child.pid)
+    text = log.read_text()
+    assert "saving a checkpoint" in text and "interrupted at step" in text, text[-2000:]
+    assert [job["state"] for job in read_progress(registry)] == ["stopped"]
