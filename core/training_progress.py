@@ -73,7 +73,7 @@ def describe(record: dict) -> str:
             parts.append(f"about {max(1, round(record['eta_s'] / 60))} min left")
         return f"{who}: training, " + ", ".join(parts)
     if state == "registered":
-        return f"{who}: trained and registered; it joins the arena when the server loads it"
+        return f"{who}: trained and registered (a server with --watch loads it)"
     if state == "failed":
         return f"{who}: training failed ({record.get('error', 'see the training log')})"
     if state == "stopped":
