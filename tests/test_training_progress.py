@@ -36,3 +36,16 @@ def test_a_damaged_file_is_skipped(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     assert read_progress(tmp_path) == []
+
+
+def test_a_job_that_ends_without_registering_says_stopped_or_failed(tmp_path):
+    from training.jobs import TrainingInterrupted
+    from training.metrics import ProgressReporter
+
+    reporter = ProgressReporter(progress_path(tmp_path, "dpo"), "dpo", 3, "dpo")
+    reporter.ended(TrainingInterrupted("interrupted at step 4"))  # Ctrl-C: a checkpoint, the next run resumes
+    assert read_progress(tmp_path)[0]["state"] == "stopped"
+    reporter.ended(RuntimeError("CUDA out of memory"))
+    (job,) = read_progress(tmp_path)
+    assert job["state"] == "failed" and job["error"] == "RuntimeError: CUDA out of memory"
+    assert describe(job) == "dpo@3: training failed (RuntimeError: CUDA out of memory)"

@@ -300,12 +300,26 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
         + f"; run dir {run_dir}")
     if last_checkpoint:
         log(f"resuming from {last_checkpoint}")
-
-    model, tokenizer = load_model(spec, plan.model_dir, parent)
-    recorder = MetricsRecorder(run_dir / "metrics.json")
     progress = ProgressReporter(progress_path(registry.root, name), name, registry.next_version(name), spec.kind)
     if distributed.is_main():
         progress.write("starting")
+    try:
+        adapter = _train_evaluate_register(spec, name, registry, plan, progress, log)
+    except BaseException as exc:
+        if distributed.is_main():
+            progress.ended(exc)
+        raise
+    if distributed.is_main():
+        progress.fields["version"] = adapter.version
+        progress.write("registered", step=adapter.meta["timing"]["global_step"], ref=adapter.ref)
+    return adapter
+
+
+def _train_evaluate_register(spec: JobSpec, name: str, registry: AdapterRegistry, plan: JobPlan,
+                             progress: ProgressReporter, log) -> AdapterVersion:
+    run_dir, last_checkpoint = plan.run_dir, plan.last_checkpoint
+    model, tokenizer = load_model(spec, plan.model_dir, plan.parent)
+    recorder = MetricsRecorder(run_dir / "metrics.json")
     if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
         state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
         recorder.history = [dict(e) for e in state.get("log_history", [])]
@@ -314,18 +328,9 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
     started = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=last_checkpoint)
-    except BaseException as exc:
-        if distributed.is_main():  # a second Ctrl-C (KeyboardInterrupt) stops; anything else fails the job
-            stopped = isinstance(exc, KeyboardInterrupt)
-            progress.write("stopped" if stopped else "failed", step=trainer.state.global_step,
-                           max_steps=trainer.state.max_steps,
-                           **({} if stopped else {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}))
-        raise
     finally:
         interrupt.restore()
     if interrupt.interrupted:
-        if distributed.is_main():
-            progress.write("stopped", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
         raise TrainingInterrupted(f"interrupted at step {trainer.state.global_step}; checkpoint saved in {run_dir}. "
                                   "Run the same command again to resume.")
     train_seconds = time.time() - started
@@ -337,12 +342,8 @@ def _train_and_register(spec: JobSpec, name: str, registry: AdapterRegistry, pla
     timing = {"train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
               "global_step": result.global_step,
               "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}
-    adapter = _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, parent,
-                        run_dir, timing, log, evaluation_record)
-    if distributed.is_main():
-        progress.fields["version"] = adapter.version
-        progress.write("registered", step=result.global_step, max_steps=trainer.state.max_steps, ref=adapter.ref)
-    return adapter
+    return _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, plan.parent,
+                     run_dir, timing, log, evaluation_record)
 
 
 def evaluate_held_out(trainer, spec: JobSpec) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -150,35 +151,45 @@ class ProgressReporter(TrainerCallback):
         self.path, self.fields = Path(path), {"name": name, "version": version, "kind": kind}
         self._started = None
         self._first_step = 0
+        self._step = 0
+        self._max_steps = None
         self._loss = None
 
     def write(self, state: str, **fields) -> None:
+        """Replace the record: state, the last step and loss seen, and `fields`."""
         from core.training_progress import write_progress
 
-        write_progress(self.path, **self.fields, state=state, loss=self._loss, **fields)
+        record = {"step": self._step, "max_steps": self._max_steps, "loss": self._loss, **fields}
+        write_progress(self.path, **self.fields, state=state, **record)
+
+    def ended(self, exc: BaseException) -> None:
+        """The job ended without registering: Ctrl-C (TrainingInterrupted, KeyboardInterrupt) stops it, anything
+        else fails it, with the error."""
+        if isinstance(exc, KeyboardInterrupt):
+            self.write("stopped")
+        else:
+            self.write("failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        import time
-
         self._started, self._first_step = time.time(), state.global_step  # a resumed run starts past 0
+        self._step, self._max_steps = state.global_step, state.max_steps
         if state.is_world_process_zero:
-            self.write("training", step=state.global_step, max_steps=state.max_steps, elapsed_s=0.0, eta_s=None)
+            self.write("training", elapsed_s=0.0, eta_s=None)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self._loss = float(logs["loss"])
 
     def on_step_end(self, args, state, control, **kwargs):
-        import time
-
         if not state.is_world_process_zero:
             return
+        self._step = state.global_step
         elapsed = time.time() - self._started
         done = state.global_step - self._first_step
         eta = elapsed / done * (state.max_steps - state.global_step) if done else None
-        self.write("training", step=state.global_step, max_steps=state.max_steps, elapsed_s=round(elapsed, 1),
-                   eta_s=round(eta, 1) if eta is not None else None)
+        self.write("training", elapsed_s=round(elapsed, 1), eta_s=round(eta, 1) if eta is not None else None)
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._step = state.global_step
         if state.is_world_process_zero:
-            self.write("evaluating", step=state.global_step, max_steps=state.max_steps)
+            self.write("evaluating")
