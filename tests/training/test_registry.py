@@ -9,6 +9,7 @@ import pytest
 
 from core.cli import main as palate
 from core.registry import AdapterRegistry, RegistryError
+from core.training_progress import PROGRESS_DIR
 from training.external import add_external
 
 
@@ -35,8 +36,8 @@ def test_overwriting_a_version_fails(registry_copy):
 def test_alias_file_is_replaced_atomically(registry_copy):
     registry_copy.set_alias("dpo", "sft@1")
     assert registry_copy.aliases()["dpo"] == "sft@1"
-    leftovers = [p.name for p in registry_copy.root.iterdir() if p.name.startswith(".")]
-    assert leftovers == []  # temp file renamed over aliases.json, nothing left behind
+    leftovers = [p.name for p in registry_copy.root.iterdir() if p.name.startswith(".") and p.name != PROGRESS_DIR]
+    assert leftovers == []  # temp file renamed over aliases.json, nothing left behind (.training: jobs' progress)
 
 
 def test_tampered_adapter_is_detected(registry_copy):
