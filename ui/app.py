@@ -8,11 +8,13 @@ The page's Gradio session id is the judge id sent with battles and votes (the se
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import gradio as gr
 
 from core.arena_config import ArenaConfig
+from core.training_progress import ACTIVE
 from ui.battle_tab import CHOICES, build_battle_tab  # noqa: F401 - CHOICES is part of the UI's public surface
 from ui.chat_tab import build_chat_tab
 from ui.compare_tab import MAX_PANES, build_compare_tab, default_models
@@ -29,11 +31,17 @@ RECENT_S = 3600.0  # a failed or stopped job is shown for an hour
 def training_markdown(view: dict, now: float) -> str:
     """The progress line for jobs training into the served registry: active ones, and recent failures."""
     lines = [job["summary"] for job in view.get("jobs", [])
-             if job["state"] in ("starting", "training", "evaluating")
+             if job["state"] in ACTIVE
              or (job["state"] in ("failed", "stopped") and now - job.get("updated", 0) < RECENT_S)]
     if not lines:
         return ""
     return "**Training** (adapters join the arena when registered):\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def model_pickers(served: list[str]) -> tuple[gr.CheckboxGroup, gr.Dropdown]:
+    """Compare's and Chat's model pickers for what the server serves now."""
+    return (gr.CheckboxGroup(choices=served, value=default_models(served)),
+            gr.Dropdown(choices=served, value="base" if "base" in served else served[0]))
 
 
 def mode_from_query(params: Any) -> str:
@@ -67,13 +75,10 @@ def build_arena_ui(server_url: str | None, arena_config: ArenaConfig | None = No
         except Exception:  # noqa: BLE001 - the pickers keep 'base'; the tabs say what fails when used
             pass
         mode = mode_from_query(getattr(request, "query_params", None))
-        return (gr.Tabs(selected=mode), gr.CheckboxGroup(choices=served, value=default_models(served)),
-                gr.Dropdown(choices=served, value="base" if "base" in served else served[0]), served)
+        return (gr.Tabs(selected=mode), *model_pickers(served), served)
 
     async def poll_training(known: list[str], request: gr.Request):
         """Every few seconds: the training line; the model pickers only when what the server serves changed."""
-        import time
-
         client = ctx.client(request)
         try:
             line = training_markdown(await client.training(), time.time())
@@ -82,8 +87,7 @@ def build_arena_ui(server_url: str | None, arena_config: ArenaConfig | None = No
             return gr.skip(), gr.skip(), gr.skip(), known
         if served == known:
             return line, gr.skip(), gr.skip(), known
-        return line, gr.CheckboxGroup(choices=served, value=default_models(served)), \
-            gr.Dropdown(choices=served, value="base" if "base" in served else served[0]), served
+        return (line, *model_pickers(served), served)
 
     with gr.Blocks(title="Palate arena") as demo:
         gr.Markdown("# Palate arena\nCompare a base model with its SFT and DPO adapters: blind battles, named "

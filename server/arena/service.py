@@ -15,9 +15,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from core.training_progress import ACTIVE, describe, read_progress
 from core.arena_config import ArenaConfig
 from core.config import ServerConfig
+from core.training_progress import ACTIVE, describe, read_progress
 from core.votes import (SIDES, AlreadyVoted, BattleContinued, BattleNotFinished, BattleNotFound, BattleRecord,
                         NotEditable, SideRecord, VoteStore, prompt_hash, sha256_text, utcnow)
 from server.arena.generation import generate_one
@@ -149,7 +149,8 @@ class ArenaService:
     async def _draw_pair(self, store: VoteStore) -> dict[str, Any]:
         contestants = self.contestants()
         if len(contestants) < 2:
-            training = [describe(r) for r in read_progress(self.models.registry.root) if r.get("state") in ACTIVE]
+            records = await asyncio.to_thread(read_progress, self.models.registry.root)
+            training = [describe(r) for r in records if r.get("state") in ACTIVE]
             todo = (f"training now: {'; '.join(training)} - adapters join when they are registered" if training
                     else "train or load adapters, e.g. `make train`")
             raise APIError(503, "The arena needs at least two served contestants (configured: "
