@@ -13,8 +13,9 @@ engine slots (one per sequence), an arena battle takes 2 (both sides run in the 
 - a slot is released when its request ends, however it ends (done, failed, client gone mid-stream).
 
 A client is its API key (`request.state.api_key_id`, set by the authentication layer when keys are on); without a
-key, the arena's judge id (`judge` field or `X-Palate-Judge` header: the in-process UI sends each browser session's
-id from one address), else the client's address. Judge ids are self-declared: with API keys on, the key wins.
+key, the arena's judge id (`judge` field or `X-Palate-Judge` header, on any endpoint: the in-process UI sends each
+browser session's id from one address, for battles, Compare and Chat), else the client's address. Compare takes one
+slot per pane: the first on admission (a 429 when the client has no room), the others as its stream runs (`slot`). Judge ids are self-declared: with API keys on, the key wins.
 Queue depth, waiting requests per model, slots held per model, waiting time and rejections go to /metrics.
 """
 
@@ -25,7 +26,8 @@ import hashlib
 import math
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +260,7 @@ def client_identity(request: Request, judge: str | None = None) -> str:
     key = getattr(request.state, "api_key_id", None)
     if key:
         return f"key:{key}"
+    judge = judge or request.headers.get("x-palate-judge")
     if judge:
         return "judge:" + hashlib.sha256(judge.encode()).hexdigest()[:16]
     return f"addr:{request.client.host if request.client else 'unknown'}"
@@ -306,3 +309,19 @@ async def admitted(request: Request, run: Callable[[], Awaitable[Response]], *, 
         return HeldResponse(response, ticket.release)
     ticket.release()
     return response
+
+
+@asynccontextmanager
+async def slot(request: Request, *, model: str, endpoint: str, judge: str | None = None) -> AsyncIterator[None]:
+    """One more engine slot for a part of an admitted request that runs beside its others (a Compare pane after
+    the first), held for the block. Waits its turn like any request; raises `Rejected` at the same bounds."""
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    if admission is None:
+        yield
+        return
+    ticket = await admission.acquire(client_identity(request, judge), model=model, endpoint=endpoint,
+                                     gone=request.is_disconnected)
+    try:
+        yield
+    finally:
+        ticket.release()

@@ -3,7 +3,8 @@
 Each check returns a clear message saying what is wrong and how to fix it. A failed check raises `PreflightError`
 and nothing is sent to the engine, so a bad adapter can never take the server down. Checks: a recorded content
 hash that the files match, the base model, rank, target modules, no `modules_to_save`, readable safetensors whose
-shapes fit the base model and whose values are finite and within float16's range. Tensors are read one at a time.
+shapes fit the base model and whose values are finite and within float16's range - lora_B after the LoRA scaling
+(lora_alpha / r), which vLLM folds into it when it loads the adapter. Tensors are read one at a time.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise PreflightError("files", "adapter_model.safetensors is missing (only safetensors adapters are served).")
-    _check_weights(weights, base)
+    _check_weights(weights, base, lora_scale(config))
 
     expected = meta["content_sha256"]
     if adapter_content_hash(path) != expected:
@@ -112,7 +113,17 @@ def check_adapter(path: Path, base: BaseModelFacts, max_lora_rank: int) -> dict:
     return config
 
 
-def _check_weights(weights: Path, base: BaseModelFacts) -> None:
+def lora_scale(config: dict) -> float:
+    """The largest factor PEFT (and vLLM, folding it into lora_B) multiplies an update by: lora_alpha / r, or
+    lora_alpha / sqrt(r) with rsLoRA, over the default and every per-module `rank_pattern` / `alpha_pattern`."""
+    rank, alpha = float(config.get("r") or 8), float(config.get("lora_alpha") or 8)
+    ranks = [rank, *map(float, (config.get("rank_pattern") or {}).values())]
+    alphas = [alpha, *map(float, (config.get("alpha_pattern") or {}).values())]
+    root = (lambda r: r ** 0.5) if config.get("use_rslora") else (lambda r: r)
+    return max(abs(a) / root(max(r, 1.0)) for a in alphas for r in ranks)
+
+
+def _check_weights(weights: Path, base: BaseModelFacts, scale: float = 1.0) -> None:
     from safetensors import safe_open
 
     try:
@@ -120,7 +131,7 @@ def _check_weights(weights: Path, base: BaseModelFacts) -> None:
             for key in handle.keys():
                 tensor = handle.get_tensor(key)  # one tensor at a time; reads the bytes: catches truncation too
                 _check_shape(key, tuple(tensor.shape), base)
-                _check_finite(key, tensor)
+                _check_finite(key, tensor, scale if "lora_B" in key else 1.0)
     except PreflightError:
         raise
     except Exception as exc:
@@ -128,8 +139,8 @@ def _check_weights(weights: Path, base: BaseModelFacts) -> None:
                                             "corrupted or truncated. Re-copy or retrain the adapter.") from None
 
 
-def _check_finite(key: str, tensor) -> None:  # noqa: ANN001 - a torch tensor
-    """Refuse NaN, infinite and out-of-range values (MAX_ABS_WEIGHT), naming the tensor."""
+def _check_finite(key: str, tensor, scale: float = 1.0) -> None:  # noqa: ANN001 - a torch tensor
+    """Refuse NaN, infinite and out-of-range values (MAX_ABS_WEIGHT, after `scale`), naming the tensor."""
     import torch
 
     finite = torch.isfinite(tensor)
@@ -142,6 +153,11 @@ def _check_finite(key: str, tensor) -> None:  # noqa: ANN001 - a torch tensor
     if largest > MAX_ABS_WEIGHT:
         raise PreflightError("finite", f"tensor {key} holds a value of magnitude {largest:.3g}, above "
                                        f"{MAX_ABS_WEIGHT:g}; it would overflow to infinity in the engine. Retrain it.")
+    if largest * scale > MAX_ABS_WEIGHT:
+        raise PreflightError("finite", f"tensor {key} times the LoRA scaling {scale:.3g} (lora_alpha / r in "
+                                       f"adapter_config.json) reaches magnitude {largest * scale:.3g}, above "
+                                       f"{MAX_ABS_WEIGHT:g}; it would overflow to infinity in the engine. Fix lora_alpha "
+                                       "or retrain it.")
 
 
 def _check_shape(key: str, shape: tuple[int, ...], base: BaseModelFacts) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.config import ServerConfig
-from server.engines.base import Delta, Engine, EngineError, EngineRequestError, Sampling
+from server.engines.base import Delta, Engine, EngineError, EngineRequestError, NonFiniteOutput, Sampling
 from server.errors import APIError, engine_dead, error_body, printable
 from server.metrics import Metrics
 from server.models import ModelManager, ServedModel
@@ -240,6 +240,9 @@ class Serving:
             except (asyncio.CancelledError, GeneratorExit):
                 status = "aborted"  # the client went away; leaving this block aborts the request in the engine
                 raise
+            except NonFiniteOutput:
+                status = "non_finite"
+                raise
             except BaseException:
                 status = "error"
                 raise
@@ -258,6 +261,9 @@ class Serving:
             return exc
         if isinstance(exc, EngineRequestError):
             return APIError(400, f"The engine rejected the request: {exc}")
+        if isinstance(exc, NonFiniteOutput):
+            log.error("%s", exc)
+            return APIError(500, str(exc), code="non_finite_output")
         if dead := self.engine.dead():
             return engine_dead(dead)
         if not isinstance(exc, EngineError):

@@ -40,6 +40,34 @@ def base_model_dir():
 
 
 @pytest.fixture(scope="session")
+def random_adapter(base_model_dir, tmp_path_factory):
+    """A rank-8 LoRA with random (non-zero) A and B on every attention and MLP projection, so it visibly moves
+    log-probs. Returns an object with .ref and .path, like an AdapterHandle."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir), dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                            "up_proj", "down_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.mul_(0.5)  # keep the random update moderate: noticeable but not destructive
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(str(out))
+
+    class Handle:
+        ref = "rand@1"
+        lora_id = 1
+        path = out
+
+    return Handle()
+
+
+@pytest.fixture(scope="session")
 def tiny_registry(base_model_dir, tmp_path_factory):
     """A registry holding real sft@1 and dpo@1 trained for two steps on the real base model."""
     root = tmp_path_factory.mktemp("registry")

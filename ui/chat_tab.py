@@ -41,7 +41,7 @@ def build_chat_tab(ctx: UiContext) -> gr.Dropdown:
         yield history, "Waiting for the first words…", gr.Textbox(value=""), gr.Button(interactive=False), \
             gr.Button(interactive=True)
         try:
-            async for delta in ticking(client.chat_deltas(name, messages, **body)):
+            async for delta in ticking(client.chat_deltas(name, messages, judge=ctx.judge(request), **body)):
                 if delta:
                     history[-1] = {"role": "assistant", "content": history[-1]["content"] + delta}
                     got = True

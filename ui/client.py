@@ -50,9 +50,11 @@ class ArenaClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers)
 
-    async def _stream(self, path: str, body: dict) -> AsyncIterator[dict]:
+    async def _stream(self, path: str, body: dict, judge: str | None = None) -> AsyncIterator[dict]:
+        # The judge header gives each browser session its own share of the engine (server/admission.py).
+        headers = {"X-Palate-Judge": judge} if judge else None
         async with self._client() as client:
-            async with client.stream("POST", path, json=body) as response:
+            async with client.stream("POST", path, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     raise _error(response, await response.aread())
                 async for event in _sse(response):
@@ -66,17 +68,19 @@ class ArenaClient:
         async for event in self._stream("/v1/arena/battles", body):
             yield event
 
-    async def compare_events(self, models: list[str], prompt: str, **sampling: Any) -> AsyncIterator[dict]:
+    async def compare_events(self, models: list[str], prompt: str, *, judge: str | None = None,
+                             **sampling: Any) -> AsyncIterator[dict]:
         """Named comparison (POST /v1/arena/compare): events compare, delta (index), model_done, done."""
         body = {"models": models, "prompt": prompt, **{k: v for k, v in sampling.items() if v is not None}}
-        async for event in self._stream("/v1/arena/compare", body):
+        async for event in self._stream("/v1/arena/compare", body, judge):
             yield event
 
-    async def chat_deltas(self, model: str, messages: list[dict], **sampling: Any) -> AsyncIterator[str]:
+    async def chat_deltas(self, model: str, messages: list[dict], *, judge: str | None = None,
+                          **sampling: Any) -> AsyncIterator[str]:
         """Stream one chat answer through the OpenAI API (/v1/chat/completions); yields text deltas."""
         body = {"model": model, "messages": messages, "stream": True,
                 **{k: v for k, v in sampling.items() if v is not None}}
-        async for chunk in self._stream("/v1/chat/completions", body):
+        async for chunk in self._stream("/v1/chat/completions", body, judge):
             if "error" in chunk:
                 raise ArenaClientError(500, chunk["error"].get("message", "the stream failed"))
             for choice in chunk.get("choices", []):

@@ -62,18 +62,21 @@ def build_compare_tab(ctx: UiContext) -> gr.CheckboxGroup:
         notes, seed_used = {}, None
         yield frame(chosen, answers, text, "Waiting for the first words…", True, False)
         try:
-            async for event in ticking(client.compare_events(chosen, text, **sampling_body(sys, mt, temp, sd))):
+            async for event in ticking(client.compare_events(chosen, text, judge=ctx.judge(request),
+                                                                **sampling_body(sys, mt, temp, sd))):
                 if event is not None and event["type"] == "delta":
                     answers[event["index"]] += event["text"]
                     got = True
                 elif event is not None and event["type"] == "model_done":
                     if event["finish_reason"] != "stop":
-                        notes[chosen[event["index"]]] = FINISH_WORDS.get(event["finish_reason"], "ended")
+                        name = chosen[event["index"]]
+                        notes[name] = f"{name}: {event['message']}" if event.get("message") else \
+                            f"{name} {FINISH_WORDS.get(event['finish_reason'], 'ended')}"
                 elif event is not None and event["type"] == "compare":
                     seed_used = event["seed"]
                     continue
                 elif event is not None and event["type"] == "done":
-                    extra = " ".join(f"{name} {words}." for name, words in notes.items())
+                    extra = " ".join(f"{note.rstrip('.')}." for note in notes.values())
                     yield frame(chosen, answers, text, f"Done in {time.monotonic() - started:.0f} s, same sampling "
                                                        f"and seed ({seed_used}) for all. {extra}", False, toggle)
                     return

@@ -1,6 +1,8 @@
-"""Compare mode: 2-3 *named* served models answer the same conversation with the same sampling settings and seed,
-submitted together so the engine batches them; their tokens stream side by side. Nothing is stored and there is no
-vote (a named comparison is not a blind judgment).
+"""Compare mode: 2-3 *named* served models answer the same conversation with the same sampling settings and seed;
+their tokens stream side by side. Each pane takes one engine slot of its client's share (admission.py): the first
+before the stream opens, the others as they get a turn, so panes beyond the share start when an earlier one ends
+(the seed keeps each answer the same either way). Nothing is stored and there is no vote (a named comparison is not a
+blind judgment).
 
 Server-Sent Events, one JSON object per `data:` line:
 
@@ -8,7 +10,8 @@ Server-Sent Events, one JSON object per `data:` line:
      "max_tokens": 192, "temperature": 0.7, "top_p": 0.95}
     {"type": "delta", "index": 0, "text": "..."}
     {"type": "model_done", "index": 0, "finish_reason": "stop"|"length"|"error", "completion_tokens": 17,
-     "message": "..."}                               # message only for "error"
+     "message": "...", "retry_after_s": 5}           # message only for "error"; retry_after_s when the pane got no
+                                                     # turn (the client's queue or the wait limit: see admission.py)
     {"type": "done"}
 """
 
@@ -17,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from server.admission import Rejected
 from server.arena.generation import generate_one
 from server.arena.protocol import CompareRequest
 from server.engines.base import Sampling
@@ -50,8 +55,10 @@ def compare_messages(request: CompareRequest) -> list[dict]:
     return messages
 
 
-async def start_compare(service: Any, request: CompareRequest) -> AsyncIterator[str]:
-    """Validate the request and return the SSE stream (errors before any byte is sent are API errors)."""
+async def start_compare(service: Any, request: CompareRequest,
+                        pane_slot: Callable[..., AbstractAsyncContextManager] | None = None) -> AsyncIterator[str]:
+    """Validate the request and return the SSE stream (errors before any byte is sent are API errors).
+    `pane_slot(model=...)` holds an engine slot for each pane after the first (the first was taken on admission)."""
     config = service.config
     if len(request.models) > config.compare_max_models:
         raise APIError(400, f"Compare takes at most {config.compare_max_models} models, got {len(request.models)}.",
@@ -73,11 +80,16 @@ async def start_compare(service: Any, request: CompareRequest) -> AsyncIterator[
         temperature=config.temperature if request.temperature is None else request.temperature,
         top_p=config.top_p if request.top_p is None else request.top_p,
         seed=request.seed if request.seed is not None else service.rng.randrange(2**31))
-    return _stream(service, request.models, served, prompt_text, sampling)
+    return _stream(service, request.models, served, prompt_text, sampling, pane_slot or _no_slot)
 
 
-async def _stream(service: Any, names: list[str], served: list[Any], prompt_text: str,
-                  sampling: Sampling) -> AsyncIterator[str]:
+@asynccontextmanager
+async def _no_slot(**_: Any) -> AsyncIterator[None]:
+    yield
+
+
+async def _stream(service: Any, names: list[str], served: list[Any], prompt_text: str, sampling: Sampling,
+                  pane_slot: Callable[..., AbstractAsyncContextManager]) -> AsyncIterator[str]:
     from server.serving import sse
 
     compare_id = uuid.uuid4().hex[:12]
@@ -87,8 +99,15 @@ async def _stream(service: Any, names: list[str], served: list[Any], prompt_text
         async def on_text(text: str) -> None:
             await queue.put({"type": "delta", "index": index, "text": text})
 
-        result = await generate_one(service.engine, service.models, model.id, prompt_text, sampling,
-                                    f"compare-{compare_id}-{index}", on_text, service.metrics, endpoint="compare")
+        try:
+            async with pane_slot(model=model.id) if index else _no_slot():
+                result = await generate_one(service.engine, service.models, model.id, prompt_text, sampling,
+                                            f"compare-{compare_id}-{index}", on_text, service.metrics,
+                                            endpoint="compare")
+        except Rejected as rejection:  # no turn for this pane; the others go on
+            await queue.put({"type": "model_done", "index": index, "finish_reason": "error", "completion_tokens": 0,
+                             "message": rejection.message, "retry_after_s": rejection.retry_after_s})
+            return
         event = {"type": "model_done", "index": index, "finish_reason": result.finish_reason,
                  "completion_tokens": result.completion_tokens}
         if result.error:
@@ -96,7 +115,7 @@ async def _stream(service: Any, names: list[str], served: list[Any], prompt_text
             event["message"] = f"{model.id} failed: {result.error}"
         await queue.put(event)
 
-    # Every generation is submitted before the first await on the queue, so the engine schedules them together.
+    # Every pane that has a slot is submitted before the first await on the queue, so the engine batches them.
     tasks = [asyncio.create_task(run(i, model)) for i, model in enumerate(served)]
     try:
         yield sse({"type": "compare", "models": names, "served": [m.id for m in served], "seed": sampling.seed,

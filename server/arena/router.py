@@ -4,7 +4,7 @@
     POST /v1/arena/battles/{id}/vote     {"choice": "A"|"B"|"tie"|"both_bad", "reasons"?, "comment"?} -> the reveal
     POST /v1/arena/battles/{id}/edit     {"text"}: after the reveal, the judge's edit of the winning answer
     GET  /v1/arena/battles/{id}          state; contestants only after the vote
-    POST /v1/arena/compare               named models side by side, one batch, same seed; SSE (see compare.py)
+    POST /v1/arena/compare               named models side by side, same seed, a slot per pane; SSE (compare.py)
     GET  /v1/arena/leaderboard           ?source=people|simulated|all: ratings, Rank(UB), length-controlled
     GET  /v1/arena/export                ?format=dpo|kto: the votes as training rows (admin token by default)
     GET  /v1/arena/info                  example prompts, limits, served models for a front end
@@ -16,6 +16,8 @@ The judge's session id comes in the `judge` field or the `X-Palate-Judge` header
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response, StreamingResponse
 
@@ -23,7 +25,7 @@ from server.arena import views
 from server.arena.compare import start_compare
 from server.arena.protocol import (ArenaInfo, BattleRequest, BattleView, CompareRequest, EditRequest, QueueView,
                                    Reveal, TrainingView, VoteRequest)
-from server.admission import BATTLE_SLOTS, admitted
+from server.admission import BATTLE_SLOTS, admitted, slot
 from server.arena.service import ArenaService
 
 router = APIRouter(prefix="/v1/arena", tags=["arena"])
@@ -63,9 +65,15 @@ async def edit_winner(battle_id: str, body: EditRequest, request: Request,
 
 
 @router.post("/compare")
-async def compare(body: CompareRequest, request: Request) -> StreamingResponse:
-    stream = await start_compare(_service(request), body)
-    return StreamingResponse(stream, media_type="text/event-stream", headers=_STREAM_HEADERS)
+async def compare(body: CompareRequest, request: Request, x_palate_judge: str | None = Header(None)) -> Response:
+    async def start() -> StreamingResponse:
+        pane_slot = functools.partial(slot, request, endpoint="compare", judge=x_palate_judge)
+        stream = await start_compare(_service(request), body, pane_slot)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=_STREAM_HEADERS)
+
+    # One slot per pane: the first here (429 + Retry-After when the client has no room; held until the stream ends),
+    # the others as the stream runs - a 3-model compare under a 2-slot share runs two panes, then the third.
+    return await admitted(request, start, endpoint="compare", cost=1, judge=x_palate_judge, model="arena")
 
 
 @router.get("/battles/{battle_id}", response_model=BattleView)

@@ -16,6 +16,20 @@ class EngineError(RuntimeError):
     """The engine refused a request or an adapter; the message is safe to show the client."""
 
 
+class NonFiniteOutput(EngineError):
+    """The model's logits held NaN or infinity while generating or scoring: its output is meaningless. The request
+    fails alone (500 `non_finite_output`); preflight refuses adapters with non-finite or out-of-range weights, so this
+    means finite weights that overflow at run time."""
+
+
+def non_finite(model: str, where: str) -> NonFiniteOutput:
+    """The one message every engine gives for non-finite logits."""
+    return NonFiniteOutput(
+        f"{model} produced non-finite logits (NaN or infinity) at {where}; its answer would be garbage, so this request "
+        "failed. Other models are not affected. If it is an adapter, its weights overflow at run time: unload it "
+        "(DELETE /admin/adapters/REF) and retrain it, e.g. with a lower learning rate.")
+
+
 class EngineRequestError(EngineError):
     """The engine refused the request itself (a token id outside the vocabulary, an empty stop string...): the
     client's mistake, answered with a 400, not an engine failure."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.config import engine_dtype
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
-                                 TokenLogprob)
+                                 TokenLogprob, non_finite)
 
 
 class HfEngine:
@@ -106,8 +106,10 @@ class HfEngine:
             logits = self._model(input_ids=ids).logits.float()
         logps = torch.log_softmax(logits[0, :-1], dim=-1)
         targets = ids[0, 1:]
-        token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        return token_logps[len(prompt_ids) - 1:].tolist()
+        token_logps = logps.gather(-1, targets.unsqueeze(-1)).squeeze(-1)[len(prompt_ids) - 1:]
+        if not bool(torch.isfinite(token_logps).all()):
+            raise non_finite(adapter.ref if adapter else "base", "a scored token")
+        return token_logps.tolist()
 
     # ---- generation -----------------------------------------------------------------------------------------------
     def _refusal(self, prompt_ids: list[int], sampling: Sampling) -> str | None:
@@ -151,6 +153,8 @@ class HfEngine:
         thread.start()
         try:
             while (item := await queue.get()) is not None:
+                if isinstance(item, EngineError):
+                    raise item
                 if isinstance(item, Exception):
                     raise EngineError(str(item)) from item
                 yield item
@@ -203,6 +207,8 @@ class HfEngine:
                 out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
                 past = out.past_key_values
                 logits = out.logits[0, -1].float()
+                if not bool(torch.isfinite(logits).all()):
+                    raise non_finite(adapter.ref if adapter else "base", f"output token {len(generated) + 1}")
                 token_id = self._pick(self._process(logits, prompt_ids, generated, sampling, eos | stop_ids),
                                       sampling, generator)
                 logprob_info = self._logprob(logits, token_id, sampling.logprobs)  # raw logits, as vLLM reports

@@ -8,6 +8,7 @@ the server. On SIGKILL nothing runs in the server: the engine's processes notice
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from core.config import EMPTY_REGISTRY_LORA_RANK, VllmConfig, engine_dtype
 from core.lora import ENGINE_LORA_LAYERS
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
-                                 TokenLogprob)
+                                 NonFiniteOutput, TokenLogprob, non_finite)
 
 log = logging.getLogger("palate.engine.vllm")
 
@@ -62,6 +63,8 @@ class VllmEngine:
             # prompt-logprobs request (vllm#16668, #29955), which would make score() kill the server.
             lora_target_modules=list(ENGINE_LORA_LAYERS) if cfg.enable_lora else None,
             enable_chunked_prefill=chunked,
+            # palate_clear_non_finite_kv(), called after a request is failed for non-finite logits (worker_extension.py)
+            worker_extension_cls="server.engines.worker_extension.PalateWorkerExtension",
             max_num_batched_tokens=None if chunked else max(cfg.max_model_len, 2048),
         )
 
@@ -140,7 +143,9 @@ class VllmEngine:
             seed=sampling.seed,
             stop=sampling.stop or None,
             max_tokens=sampling.max_tokens,
-            logprobs=sampling.logprobs,
+            # The sampled token's logprob is always asked for (0 alternatives): it is how a NaN / inf in the logits
+            # is seen (`_check_finite`); the client gets logprobs only when it asked for them.
+            logprobs=sampling.logprobs if sampling.logprobs is not None else 0,
             frequency_penalty=sampling.frequency_penalty,
             presence_penalty=sampling.presence_penalty,
             repetition_penalty=sampling.repetition_penalty,
@@ -194,6 +199,8 @@ class VllmEngine:
         if self._llm is None:
             raise EngineError("The engine is not running.")
         engine_prompt: Any = {"prompt_token_ids": prompt} if isinstance(prompt, list) else prompt
+        model = adapter.ref if adapter else self.served_model_name
+        generated: dict[int, int] = {}  # tokens so far per choice (for the non-finite message)
         finished = False
         try:
             async for output in self._llm.generate(engine_prompt, self._sampling_params(sampling), request_id,
@@ -202,13 +209,23 @@ class VllmEngine:
                 # In DELTA mode the prompt log-probs come once, with the first output.
                 prompt_logprobs = self._prompt_logprobs(list(output.prompt_token_ids or []), output.prompt_logprobs)
                 for choice in output.outputs:
+                    token_ids = list(choice.token_ids)
+                    logprobs = self._token_logprobs(token_ids, choice.logprobs)
+                    generated[choice.index] = at = generated.get(choice.index, 0) + len(token_ids)
+                    try:
+                        _check_finite((lp.logprob for lp in logprobs or ()), model, f"output token {at}")
+                    except NonFiniteOutput:
+                        await self._llm.abort(request_id)
+                        finished = True
+                        await self._clear_non_finite_kv(model)
+                        raise
                     yield Delta(
                         index=choice.index,
                         text=choice.text,
-                        token_ids=list(choice.token_ids),
+                        token_ids=token_ids,
                         prompt_tokens=prompt_tokens,
                         finish_reason=choice.finish_reason,
-                        logprobs=self._token_logprobs(list(choice.token_ids), choice.logprobs),
+                        logprobs=logprobs if sampling.logprobs is not None else None,
                         prompt_logprobs=prompt_logprobs,
                     )
                     prompt_logprobs = None
@@ -241,7 +258,24 @@ class VllmEngine:
         if final is None or final.prompt_logprobs is None:
             raise EngineError("vLLM returned no prompt log-probs.")
         start = len(prompt_ids)
-        return [float(final.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids))]
+        logprobs = [float(final.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids))]
+        model = adapter.ref if adapter else self.served_model_name
+        try:
+            _check_finite(logprobs, model, "a scored token")
+        except NonFiniteOutput:
+            await self._clear_non_finite_kv(model)
+            raise
+        return logprobs
+
+    async def _clear_non_finite_kv(self, model: str) -> None:
+        """The failed request left NaN in the KV cache, which would reach other requests: zero those entries."""
+        try:
+            changed = sum(await self._llm.collective_rpc("palate_clear_non_finite_kv"))
+        except Exception:  # noqa: BLE001 - the request fails either way; say the cache could not be cleaned
+            log.exception("could not clear the KV cache after %s's non-finite output", model)
+            return
+        log.error("%s produced non-finite logits: request failed, %d non-finite KV cache entries set to zero",
+                  model, changed)
 
     # ---- adapters -------------------------------------------------------------------------------------------------
     async def load_adapter(self, adapter: AdapterHandle) -> None:
@@ -256,3 +290,7 @@ class VllmEngine:
         await self._llm.remove_lora(adapter.lora_id)
 
 
+def _check_finite(logprobs: Any, model: str, where: str) -> None:
+    """A NaN or infinite logprob means the logits were: fail this request (vLLM keeps serving the others)."""
+    if not all(math.isfinite(value) for value in logprobs):
+        raise non_finite(model, where)

@@ -1,4 +1,4 @@
-"""Fixtures for the eval tests: the real base model and a small random LoRA adapter on it."""
+"""Fixtures for the eval tests: the real base model (and, from tests/conftest.py, a small random LoRA adapter)."""
 
 from __future__ import annotations
 
@@ -10,34 +10,6 @@ import pytest
 @pytest.fixture(scope="session")
 def base_dir(base_model_dir) -> Path:
     return base_model_dir
-
-
-@pytest.fixture(scope="session")
-def random_adapter(base_dir, tmp_path_factory):
-    """A rank-8 LoRA with random (non-zero) A and B on every attention and MLP projection, so it visibly moves
-    log-probs. Returns an object with .ref and .path, like an AdapterHandle."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                            "up_proj", "down_proj"], init_lora_weights=False)
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.mul_(0.5)  # keep the random update moderate: noticeable but not destructive
-    out = tmp_path_factory.mktemp("adapter")
-    peft_model.save_pretrained(str(out))
-
-    class Handle:
-        ref = "rand@1"
-        lora_id = 1
-        path = out
-
-    return Handle()
 
 
 @pytest.fixture(scope="session")

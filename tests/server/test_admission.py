@@ -230,6 +230,62 @@ def test_greedy_battles_get_429s_with_retry_after_and_the_neighbour_is_served(tm
     assert 'palate_admission_wait_seconds_count{endpoint="chat"} 1.0' in metrics
 
 
+def test_compare_takes_a_slot_per_pane_within_the_clients_share(tmp_path):
+    """3 panes under a 2-slot share: all three answer, the client never holds more than 2 slots; a second browser
+    session (another X-Palate-Judge from the same address) has a share of its own meanwhile."""
+    import json
+
+    config = make_config(tmp_path)
+    config.server.admission = AdmissionConfig(engine_slots=4, per_client_slots=2, per_client_queue=2)
+    app = make_app(config, FakeEngine(delay_s=0.02))
+    body = {"models": ["base", "sft", "dpo"], "prompt": "Describe a condo", "max_tokens": 16}
+
+    async def scenario():
+        held: list[int] = []
+        async with app.router.lifespan_context(app):
+            admission = app.state.admission
+
+            async def watch():
+                while True:
+                    held.append(max(admission._active_by_client.values(), default=0))
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.create_task(watch())
+            async with _client(app, "10.0.0.7") as client:
+                first, second = await asyncio.gather(
+                    client.post("/v1/arena/compare", json=body, headers={"X-Palate-Judge": "tab-1"}),
+                    client.post("/v1/arena/compare", json=body, headers={"X-Palate-Judge": "tab-2"}))
+            watcher.cancel()
+            return first, second, held, admission.active
+
+    first, second, held, after = run(scenario())
+    for response in (first, second):
+        assert response.status_code == 200, response.text
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+        done = [e for e in events if e["type"] == "model_done"]
+        assert sorted(e["index"] for e in done) == [0, 1, 2] and all(e["finish_reason"] != "error" for e in done)
+    assert max(held) == 2, "one session never holds more than its share"
+    assert after == 0, "every pane's slot comes back"
+
+
+def test_a_compare_from_a_client_with_no_room_left_is_a_429(tmp_path):
+    config = make_config(tmp_path)
+    config.server.admission = AdmissionConfig(engine_slots=4, per_client_slots=2, per_client_queue=1, max_wait_s=1)
+    app = make_app(config, FakeEngine(delay_s=0.05))
+    body = {"models": ["base", "sft"], "prompt": "Describe a condo", "max_tokens": 32}
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            async with _client(app, "10.0.0.8") as client:
+                return await asyncio.gather(*(client.post("/v1/arena/compare", json=body) for _ in range(4)))
+
+    responses = run(scenario())
+    statuses = sorted(r.status_code for r in responses)
+    assert 200 in statuses and 429 in statuses
+    refused = [r for r in responses if r.status_code == 429]
+    assert all(int(r.headers["retry-after"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error" for r in refused)
+
+
 def test_stream_slots_are_released_when_the_client_leaves_mid_stream(tmp_path):
     """Driven as raw ASGI (httpx's ASGI transport buffers whole responses): the client disconnects after the
     first chunk; the slot it held must come back."""

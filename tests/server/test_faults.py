@@ -132,6 +132,29 @@ def test_preflight_refuses_non_finite_weights_naming_the_tensor(tmp_path, value,
     assert error.value.check == "finite" and tensor in str(error.value) and words in str(error.value)
 
 
+def test_preflight_refuses_a_lora_scaling_that_overflows_lora_b(tmp_path):
+    """Finite weights, but lora_alpha / r (which vLLM multiplies into lora_B) takes them past float16's range."""
+    import json
+
+    registry = AdapterRegistry(tmp_path / "adapters")
+    source = write_tiny_adapter(tmp_path / "src")
+    config = json.loads((source / "adapter_config.json").read_text())
+    (source / "adapter_config.json").write_text(json.dumps({**config, "lora_alpha": 1e9}))
+    adapter = registry.add("loud", source, {"base_model": {"weights_sha256": FAKE_BASE.weights_sha256}})
+    with pytest.raises(PreflightError) as error:
+        check_adapter(adapter.path, FAKE_BASE, 32)
+    assert error.value.check == "finite" and "lora_B" in str(error.value) and "lora_alpha" in str(error.value)
+
+
+def test_lora_scale_follows_peft():
+    from server.preflight import lora_scale
+
+    assert lora_scale({"r": 16, "lora_alpha": 32}) == 2.0
+    assert lora_scale({"r": 16, "lora_alpha": 32, "use_rslora": True}) == 8.0
+    assert lora_scale({"r": 16, "lora_alpha": 32, "rank_pattern": {"q_proj": 4}}) == 8.0
+    assert lora_scale({"r": 16, "lora_alpha": 32, "alpha_pattern": {"v_proj": 64}}) == 4.0
+
+
 def test_preflight_refuses_an_adapter_without_a_content_hash(tmp_path):
     directory = write_tiny_adapter(tmp_path / "adapters" / "bare" / "1")
     (directory / "palate.json").write_text("{}")
