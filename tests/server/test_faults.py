@@ -264,3 +264,32 @@ def test_start_up_names_stale_engine_processes_of_the_same_registry(tmp_path, mo
         assert lifeline.stale_engines("/other") == []
     finally:
         os.kill(orphan, signal.SIGKILL)
+
+
+# ---- non-finite logits at run time ------------------------------------------------------------------------------
+class _NanForSft(FakeEngine):
+    """Generation on sft@1 hits non-finite logits (what VllmEngine raises when a sampled logprob is NaN)."""
+
+    async def generate(self, prompt, sampling, adapter, request_id):  # noqa: ANN001
+        from server.engines.base import non_finite
+
+        if adapter is not None and adapter.ref == "sft@1":
+            raise non_finite(adapter.ref, "output token 1")
+        async for delta in super().generate(prompt, sampling, adapter, request_id):
+            yield delta
+
+
+def test_non_finite_logits_are_a_500_naming_the_model_and_the_neighbour_is_served(tmp_path):
+    app = make_app(make_config(tmp_path), _NanForSft())
+    body = {"messages": [{"role": "user", "content": "Describe a condo"}], "max_tokens": 8}
+    with TestClient(app) as client:
+        failed = client.post("/v1/chat/completions", json={**body, "model": "sft"})
+        streamed = client.post("/v1/chat/completions", json={**body, "model": "sft", "stream": True})
+        served = client.post("/v1/chat/completions", json={**body, "model": "base"})
+        metrics = client.get("/metrics").text
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["code"] == "non_finite_output" and "sft@1" in error["message"] and "non-finite" in error["message"]
+    assert streamed.status_code == 500 and streamed.json()["error"]["code"] == "non_finite_output"
+    assert served.status_code == 200 and served.json()["choices"][0]["message"]["content"]
+    assert 'status="non_finite"' in metrics
