@@ -12,7 +12,9 @@ the completion tokens the server reports. Servers:
 - palate-vllm-kernels-off: the same with `vllm.fast_cpu_lora: false` (vLLM's own CPU LoRA kernels);
 - palate-vllm-no-lora: `vllm.enable_lora: false`, base-only traffic: what LoRA support costs a base request (vLLM's
   CPU platform turns compilation off whenever LoRA is enabled);
-- raw-vllm: `python -m vllm.entrypoints.openai.api_server` with LoRA (its own kernels: PALATE_FAST_CPU_LORA=0);
+- raw-vllm: `python -m vllm.entrypoints.openai.api_server` with LoRA (its own kernels: PALATE_FAST_CPU_LORA=0), in
+  the dtype Palate's engine picks here (float32 on a CPU without bf16 instructions; vLLM's own default would be the
+  checkpoint's bfloat16, 4-5x slower on such a CPU: benchmarks/dtype.py) and vLLM's default max_lora_rank 32;
 - palate-hf: the transformers + PEFT reference engine, fewer requests (it serves one at a time); --skip-hf drops it.
 
 Arena: on each palate-vllm server, --battles blind battles (POST /v1/arena/battles, `--battle-tokens` per side)

@@ -36,8 +36,8 @@ class ArenaConfig(_Strict):
         "concurrent battles spread over pairs instead of piling onto the least-voted one.")
     matchmaking: Literal["least_played", "active"] = Field(
         "least_played", description="How the next battle's pair is picked: 'least_played' (the pair with the fewest "
-        "battles) or 'active' (the pair whose Bradley-Terry order is least settled and whose outcome is most "
-        "uncertain, server/arena/active_matchmaking.py; every pair keeps `active_floor` of an equal share).")
+        "battles) or 'active' (the pair whose vote settles most of the Bradley-Terry ranking, the top counting most, "
+        "server/arena/active_matchmaking.py; every pair keeps `active_floor` of an equal share).")
     active_floor: float = Field(
         0.25, ge=0, le=1, description="With matchmaking 'active': every pair gets at least this fraction of an equal "
         "share of battles (1 / number of pairs); 0 lets the policy starve settled pairs.")

@@ -17,12 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.peft_adapters import PeftAdapters
+
 DTYPES = {"float32", "bfloat16", "float16"}
-
-
-def _peft_name(ref: str) -> str:
-    # PEFT adapter names become module-dict keys: keep them to letters, digits and underscores.
-    return "a_" + "".join(ch if ch.isalnum() else "_" for ch in ref)
 
 
 class HfScorer:
@@ -42,39 +39,27 @@ class HfScorer:
         self.batch_size = batch_size
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-        self._base = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=getattr(torch, dtype))
-        self._base.eval()
-        self._model: Any = None  # the PeftModel, once an adapter is attached
-        self._loaded: dict[str, str] = {}  # ref -> peft adapter name
-        self.max_model_len = int(getattr(self._base.config, "max_position_embeddings", 2048))
+        base = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=getattr(torch, dtype))
+        base.eval()
+        self._adapters: PeftAdapters | None = PeftAdapters(base)  # adapters by ref
+        self.max_model_len = int(getattr(base.config, "max_position_embeddings", 2048))
 
     def tokenizer(self) -> Any:
         return self._tokenizer
 
     def load_adapter_sync(self, adapter: Any) -> None:
-        if adapter.ref in self._loaded:
-            return
-        name = _peft_name(adapter.ref)
-        if self._model is None:
-            from peft import PeftModel
-
-            self._model = PeftModel.from_pretrained(self._base, str(adapter.path), adapter_name=name)
-            self._model.eval()
-        else:
-            self._model.load_adapter(str(adapter.path), adapter_name=name)
-        self._loaded[adapter.ref] = name
+        self._adapters.load(adapter.ref, adapter.path)
 
     async def load_adapter(self, adapter: Any) -> None:
         self.load_adapter_sync(adapter)
 
-    def _forward_logps(self, sequences: Sequence[tuple[list[int], list[int]]]) -> list[list[float]]:
+    def _forward_logps(self, model: Any, sequences: Sequence[tuple[list[int], list[int]]]) -> list[list[float]]:
         torch = self._torch
         ids = [list(p) + list(c) for p, c in sequences]
         width = max(len(x) for x in ids)
         pad = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
         input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
         attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        model = self._model if self._model is not None else self._base
         with torch.no_grad():
             logits = model(input_ids=input_ids, attention_mask=attention).logits.float()
         logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
@@ -92,18 +77,10 @@ class HfScorer:
             self.load_adapter_sync(adapter)
         results: list[list[float] | None] = [None] * len(sequences)
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]) + len(sequences[i][1]))
-        if adapter is None and self._model is not None:
-            context = self._model.disable_adapter()
-        else:
-            if adapter is not None:
-                self._model.set_adapter(self._loaded[adapter.ref])
-            import contextlib
-
-            context = contextlib.nullcontext()
-        with context:
+        with self._adapters.active(adapter.ref if adapter is not None else None) as model:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
-                for index, logps in zip(chunk, self._forward_logps([sequences[i] for i in chunk])):
+                for index, logps in zip(chunk, self._forward_logps(model, [sequences[i] for i in chunk])):
                     results[index] = logps
         return [r for r in results if r is not None]
 
@@ -114,5 +91,4 @@ class HfScorer:
         return None
 
     async def shutdown(self) -> None:
-        self._model = None
-        self._base = None
+        self._adapters = None

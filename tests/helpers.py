@@ -179,15 +179,21 @@ class RawVllm:
         _kill_group(self.process.pid)
 
 
-def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 600) -> RawVllm:
+def start_raw_vllm(workdir: Path, loras: dict[str, Path] | None = None, timeout_s: float = 600,
+                   dtype: str = "auto") -> RawVllm:
     """Start `python -m vllm.entrypoints.openai.api_server` on the base model with LoRA enabled (runtime LoRA
-    loading allowed) and the given adapters served under their names."""
+    loading allowed) and the given adapters served under their names. `dtype` "auto" is what Palate's engine
+    resolves it to on this machine (core.config.engine_dtype: float32 on a CPU without bf16 instructions), so the
+    two compute in the same dtype; vLLM's own "auto" would take the checkpoint's bfloat16."""
+    from core.config import engine_dtype
+
     workdir.mkdir(parents=True, exist_ok=True)
+    dtype = engine_dtype(dtype, on_gpu=False)
     port = free_port()
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1", VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
     log_path = workdir / f"raw-vllm-{port}.log"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(BASE_MODEL_DIR),
-               "--served-model-name", "base", "--port", str(port), "--host", "127.0.0.1", "--dtype", "bfloat16",
+               "--served-model-name", "base", "--port", str(port), "--host", "127.0.0.1", "--dtype", dtype,
                "--max-model-len", "1024", "--max-num-seqs", "16", "--enable-lora", "--max-lora-rank", "32",
                "--max-loras", "4", "--enforce-eager", "--seed", "0",
                # the same LoRA layers as Palate's own engine: without it vLLM also wraps lm_head (slower, and its

@@ -10,12 +10,14 @@ refused with `EngineRequestError` (a 400), never served as free text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from core.config import engine_dtype
+from core.peft_adapters import PeftAdapters, UnknownAdapter
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
                                  TokenLogprob, non_finite)
 
@@ -27,9 +29,8 @@ class HfEngine:
         self.model_dir = Path(model_dir)
         self.max_model_len = max_model_len
         self.dtype = dtype  # "auto" is resolved at start (engine_dtype)
-        self._model: Any = None  # the base model, later wrapped in a PeftModel
+        self._adapters: PeftAdapters | None = None  # the model and its adapters, by LoRA id (set by start())
         self._tokenizer: Any = None
-        self._adapters: dict[int, str] = {}
         self._lock = threading.Lock()  # PEFT's active adapter is global state: one forward pass at a time
 
     async def start(self) -> None:
@@ -38,11 +39,17 @@ class HfEngine:
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         self.dtype = engine_dtype(self.dtype, on_gpu=torch.cuda.is_available())
-        self._model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=getattr(torch, self.dtype))
-        self._model.eval()
+        model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=getattr(torch, self.dtype))
+        model.eval()
+        self._adapters = PeftAdapters(model)
 
     async def shutdown(self) -> None:
-        self._model = None
+        self._adapters = None
+
+    @property
+    def _model(self) -> Any:
+        """The model to call: the base model, or the PeftModel around it once an adapter was loaded."""
+        return self._adapters.model if self._adapters is not None else None
 
     def dead(self) -> str | None:
         return None
@@ -59,39 +66,24 @@ class HfEngine:
         await asyncio.to_thread(self._load_adapter, adapter)
 
     def _load_adapter(self, adapter: AdapterHandle) -> None:
-        from peft import PeftModel
-
-        name = f"lora{adapter.lora_id}"
         with self._lock:
             try:
-                if isinstance(self._model, PeftModel):
-                    self._model.load_adapter(str(adapter.path), adapter_name=name)
-                else:
-                    self._model = PeftModel.from_pretrained(self._model, str(adapter.path), adapter_name=name)
-                self._model.eval()
+                self._adapters.load(adapter.lora_id, adapter.path)
             except Exception as exc:
                 raise EngineError(f"PEFT could not load {adapter.ref}: {exc}") from exc
-            self._adapters[adapter.lora_id] = name
 
     async def unload_adapter(self, adapter: AdapterHandle) -> None:
         with self._lock:
-            name = self._adapters.pop(adapter.lora_id, None)
-            if name:
-                self._model.delete_adapter(name)
+            self._adapters.unload(adapter.lora_id)
 
+    @contextlib.contextmanager
     def _activate(self, adapter: AdapterHandle | None):
-        """Context manager selecting the adapter (or none) for the next forward passes; call with the lock held."""
-        import contextlib
-
-        from peft import PeftModel
-
-        if adapter is None:
-            return self._model.disable_adapter() if isinstance(self._model, PeftModel) else contextlib.nullcontext()
-        name = self._adapters.get(adapter.lora_id)
-        if name is None:
-            raise EngineError(f"{adapter.ref} is not loaded in the hf engine.")
-        self._model.set_adapter(name)
-        return contextlib.nullcontext()
+        """Select the adapter (or none) for the forward passes inside; call with the lock held."""
+        try:
+            with self._adapters.active(adapter.lora_id if adapter else None):
+                yield
+        except UnknownAdapter:
+            raise EngineError(f"{adapter.ref} is not loaded in the hf engine.") from None
 
     # ---- scoring --------------------------------------------------------------------------------------------------
     async def score(self, prompt_ids: list[int], completion_ids: list[int],

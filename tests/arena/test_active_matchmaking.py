@@ -6,6 +6,7 @@ import math
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from server.arena.active_matchmaking import choose_pair_active, fit_skills, pair_scores
@@ -27,8 +28,28 @@ def test_two_contestants_three_to_one_skill_by_hand():
     assert skills[0] - skills[1] == pytest.approx(math.log(3), abs=1e-6)
     assert cov[0, 0] + cov[1, 1] - 2 * cov[0, 1] == pytest.approx(4 / 15, rel=1e-5)
     scores = pair_scores(["b", "a"], votes, pseudo_ties=0.0)
+    # One more battle adds w = 3/4 * 1/4 = 3/16 to the information: var' = var / (1 + w var), so it removes the
+    # fraction w var / (1 + w var) = (3/16 * 4/15) / (1 + 3/16 * 4/15) = 1/21 of the one question's variance.
     z2 = math.log(3) ** 2 / (4 / 15)
-    assert scores[("a", "b")] == pytest.approx(3 / 16 * math.exp(-z2 / 2), rel=1e-5)
+    assert scores[("a", "b")] == pytest.approx(math.exp(-z2 / 2) / 21, rel=1e-5)
+
+
+def test_three_contestants_gain_by_hand():
+    """The information and its pseudo-inverse for a 3-model tally, worked out by hand, against gains_from_fit."""
+    from server.arena.active_matchmaking import gains_from_fit
+
+    # Skills 0 (all equal) and information n p (1-p) = 4 * 1/4 = 1 per pair: I = [[2,-1,-1],[-1,2,-1],[-1,-1,2]],
+    # whose pseudo-inverse is I / 9 * 3 ... = (1/3) (identity - 1/3): var(t_a - t_b) = 2/3 for every pair.
+    skills = np.zeros(3)
+    cov = (np.eye(3) - 1 / 3) / 3
+    gains = gains_from_fit(skills, cov, rank_weight=0.5)
+    # A battle on (0,1): w = 1/4, e01^T S e01 = 2/3, so it removes w (2/3)^2 / (1 + w 2/3) = (1/9) / (7/6) = 2/21
+    # of var(t0 - t1) (fraction 1/7) and w (1/3)^2 / (7/6) = 1/42 of var(t0 - t2) and var(t1 - t2) (fraction
+    # 1/28 each; e02^T S e01 = 1/3). Ranks with equal skills: 0, 1, 2 (stable) -> weights 1 (0,1), 1 (0,2), 1/2 (1,2).
+    assert gains[0, 1] == pytest.approx(1 / 7 + 1 / 28 + 0.5 / 28)
+    # A battle on (1,2) removes 1/7 of (1,2)'s variance (weight 1/2) and 1/28 of the other two (weight 1 each).
+    assert gains[1, 2] == pytest.approx(0.5 / 7 + 2 / 28)
+    assert gains[0, 1] > gains[1, 2]  # equal uncertainty everywhere: the top of the ranking first
 
 
 def test_close_unsettled_pair_beats_settled_one():
@@ -42,12 +63,25 @@ def test_close_unsettled_pair_beats_settled_one():
 
 
 def test_floor_plays_a_starving_pair_first():
-    votes = [("y", "z", "A"), ("y", "z", "B")] * 20 + [("x", "y", "A")] * 10 + [("x", "z", "A")] * 3
-    load = {frozenset(("y", "z")): 40, frozenset(("x", "y")): 10, frozenset(("x", "z")): 3}
-    # 53 battles, 3 pairs, floor 0.25: threshold 0.25 * 54 / 3 = 4.5, so x-z (3) is starving.
-    assert set(choose_pair_active(["x", "y", "z"], load, votes, random.Random(0), floor=0.25)) == {"x", "z"}
-    # Above the floor (threshold 1.5 with floor 1/12) the policy plays the coin-flip pair again.
-    assert set(choose_pair_active(["x", "y", "z"], load, votes, random.Random(0), floor=1 / 12)) == {"y", "z"}
+    votes = [("x", "y", "A"), ("x", "y", "B")] * 10 + [("x", "z", "A")] * 10 + [("y", "z", "A")] * 2
+    load = {frozenset(("x", "y")): 20, frozenset(("x", "z")): 10, frozenset(("y", "z")): 2}
+    # 32 battles, 3 pairs, floor 0.25: threshold 0.25 * 33 / 3 = 2.75, so y-z (2) is starving.
+    assert set(choose_pair_active(["x", "y", "z"], load, votes, random.Random(0), floor=0.25)) == {"y", "z"}
+    # Above the floor (threshold 0.92 with floor 1/12) the policy plays the open question at the top: x vs y, a coin
+    # flip between the two best.
+    assert set(choose_pair_active(["x", "y", "z"], load, votes, random.Random(0), floor=1 / 12)) == {"x", "y"}
+
+
+def test_the_top_of_the_ranking_comes_first():
+    """A coin flip between the two best beats an equally open coin flip further down (rank weight)."""
+    votes = [("a", "b", "A"), ("a", "b", "B")] * 10 + [("c", "d", "A"), ("c", "d", "B")] * 10 \
+        + [("a", "c", "A")] * 12 + [("b", "d", "A")] * 12
+    load = {frozenset(p): 20 if p in (("a", "b"), ("c", "d")) else 12 for p in [("a", "b"), ("c", "d"), ("a", "c"),
+                                                                                   ("b", "d")]}
+    load.update({frozenset(("a", "d")): 12, frozenset(("b", "c")): 12})
+    scores = pair_scores(["a", "b", "c", "d"], votes)
+    assert scores[("a", "b")] > scores[("c", "d")]
+    assert set(choose_pair_active(["a", "b", "c", "d"], load, votes, random.Random(0), floor=0.1)) == {"a", "b"}
 
 
 def test_every_pair_keeps_its_floor_share_and_sides_are_random():
