@@ -144,7 +144,7 @@ class VllmEngine:
             stop=sampling.stop or None,
             max_tokens=sampling.max_tokens,
             # The sampled token's logprob is always asked for (0 alternatives): it is how a NaN / inf in the logits
-            # is seen (`_check_finite`); the client gets logprobs only when it asked for them.
+            # is seen (`_finite`); the client gets logprobs only when it asked for them.
             logprobs=sampling.logprobs if sampling.logprobs is not None else 0,
             frequency_penalty=sampling.frequency_penalty,
             presence_penalty=sampling.presence_penalty,
@@ -210,22 +210,19 @@ class VllmEngine:
                 prompt_logprobs = self._prompt_logprobs(list(output.prompt_token_ids or []), output.prompt_logprobs)
                 for choice in output.outputs:
                     token_ids = list(choice.token_ids)
-                    logprobs = self._token_logprobs(token_ids, choice.logprobs)
                     generated[choice.index] = at = generated.get(choice.index, 0) + len(token_ids)
-                    try:
-                        _check_finite((lp.logprob for lp in logprobs or ()), model, f"output token {at}")
-                    except NonFiniteOutput:
+                    if not _finite(c[t].logprob for t, c in zip(token_ids, choice.logprobs or ())):
                         await self._llm.abort(request_id)
                         finished = True
-                        await self._clear_non_finite_kv(model)
-                        raise
+                        raise await self._non_finite(model, f"output token {at}")
                     yield Delta(
                         index=choice.index,
                         text=choice.text,
                         token_ids=token_ids,
                         prompt_tokens=prompt_tokens,
                         finish_reason=choice.finish_reason,
-                        logprobs=logprobs if sampling.logprobs is not None else None,
+                        logprobs=self._token_logprobs(token_ids, choice.logprobs)
+                        if sampling.logprobs is not None else None,
                         prompt_logprobs=prompt_logprobs,
                     )
                     prompt_logprobs = None
@@ -260,23 +257,20 @@ class VllmEngine:
             raise EngineError("vLLM returned no prompt log-probs.")
         start = len(prompt_ids)
         logprobs = [float(final.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids))]
-        model = adapter.ref if adapter else self.served_model_name
-        try:
-            _check_finite(logprobs, model, "a scored token")
-        except NonFiniteOutput:
-            await self._clear_non_finite_kv(model)
-            raise
+        if not _finite(logprobs):
+            raise await self._non_finite(adapter.ref if adapter else self.served_model_name, "a scored token")
         return logprobs
 
-    async def _clear_non_finite_kv(self, model: str) -> None:
-        """The failed request left NaN in the KV cache, which would reach other requests: zero those entries."""
+    async def _non_finite(self, model: str, where: str) -> NonFiniteOutput:
+        """The error for a request whose logits went non-finite, after zeroing the NaN it left in the KV cache
+        (which would reach other requests)."""
         try:
             changed = sum(await self._llm.collective_rpc("palate_clear_non_finite_kv"))
+            log.error("%s produced non-finite logits: request failed, %d non-finite KV cache entries set to zero",
+                      model, changed)
         except Exception:  # noqa: BLE001 - the request fails either way; say the cache could not be cleaned
             log.exception("could not clear the KV cache after %s's non-finite output", model)
-            return
-        log.error("%s produced non-finite logits: request failed, %d non-finite KV cache entries set to zero",
-                  model, changed)
+        return non_finite(model, where)
 
     # ---- adapters -------------------------------------------------------------------------------------------------
     async def load_adapter(self, adapter: AdapterHandle) -> None:
@@ -291,7 +285,6 @@ class VllmEngine:
         await self._llm.remove_lora(adapter.lora_id)
 
 
-def _check_finite(logprobs: Any, model: str, where: str) -> None:
-    """A NaN or infinite logprob means the logits were: fail this request (vLLM keeps serving the others)."""
-    if not all(math.isfinite(value) for value in logprobs):
-        raise non_finite(model, where)
+def _finite(logprobs: Any) -> bool:
+    """False when a logprob is NaN or infinite, i.e. the logits were."""
+    return all(math.isfinite(value) for value in logprobs)
