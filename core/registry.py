@@ -5,6 +5,7 @@ Layout under the registry root (default `adapters/`):
     adapters/<name>/<version>/            PEFT files (adapter_config.json, adapter_model.safetensors) + palate.json
     adapters/aliases.json                 {"sft": "sft@1", "dpo": "dpo@2"} - rewritten atomically (temp + rename)
     adapters/promotions.jsonl             one line per alias move: from, to, the evidence or `forced` (append-only)
+    adapters/evaluations.jsonl            one line per evaluation of a version, e.g. its agreement with votes
 
 Versions are positive integers and immutable: writing a version that exists is an error. A new version is staged in
 a temporary directory and renamed into place, so readers never see a half-written adapter.
@@ -32,6 +33,8 @@ ALIASES_FILE = "aliases.json"
 META_FILE = "palate.json"
 # Added in registry format 2: a registry without it (format 1) simply has no promotion records yet.
 PROMOTIONS_FILE = "promotions.jsonl"
+# Added in registry format 3: a registry without it (format 1 or 2) simply has no evaluation records yet.
+EVALUATIONS_FILE = "evaluations.jsonl"
 # The one name pattern for adapters and aliases (see the module docstring); `..` is refused separately.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 NAME_RULE = ("1-64 letters, digits, '-', '_' or '.', starting with a letter or digit, without '..' "
@@ -243,10 +246,10 @@ class AdapterRegistry:
         aliases[alias] = target
         _atomic_write_json(self.root / ALIASES_FILE, aliases)
 
-    # ---- promotion records ----------------------------------------------------------------------------------------
-    def promotions(self) -> list[dict[str, Any]]:
-        """Every recorded alias move, oldest first (empty for a registry written before promotions existed)."""
-        path = self.root / PROMOTIONS_FILE
+    # ---- append-only records (promotions, evaluations) -----------------------------------------------------------
+    def _records(self, filename: str) -> list[dict[str, Any]]:
+        """Every line of an append-only record file, oldest first (empty when the file does not exist yet)."""
+        path = self.root / filename
         if not path.is_file():
             return []
         records = []
@@ -256,8 +259,20 @@ class AdapterRegistry:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:  # a torn last line after a crash: skip it, keep the rest
-                log.warning("%s:%d: unreadable promotion record skipped", path, line_no)
+                log.warning("%s:%d: unreadable record skipped", path, line_no)
         return records
+
+    def _append_record(self, filename: str, record: dict[str, Any]) -> None:
+        """Append one JSON line and fsync it before returning."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / filename, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def promotions(self) -> list[dict[str, Any]]:
+        """Every recorded alias move, oldest first (empty for a registry written before promotions existed)."""
+        return self._records(PROMOTIONS_FILE)
 
     def promotion_of(self, ref: str, alias: str | None = None) -> dict[str, Any] | None:
         """The latest record that moved an alias (`alias`, or any) to `ref`, or None."""
@@ -276,10 +291,21 @@ class AdapterRegistry:
         if version is None:
             raise RegistryError(f"An alias must point at an exact version (name@version), not '{target}'.")
         self.get(name, version)
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / PROMOTIONS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._append_record(PROMOTIONS_FILE, record)
         self.set_alias(alias, target)
         return record
+
+    def record_evaluation(self, ref: str, kind: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Append an evaluation of version `ref` (e.g. kind 'agreement': its rate against one vote source)."""
+        name, version = parse_ref(ref)
+        if version is None:
+            raise RegistryError(f"An evaluation is of an exact version (name@version), not '{ref}'.")
+        self.get(name, version)
+        record = {"ref": ref, "kind": kind, **result, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._append_record(EVALUATIONS_FILE, record)
+        return record
+
+    def evaluations(self, ref: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        """Recorded evaluations, oldest first, of `ref` and of `kind` when given."""
+        return [r for r in self._records(EVALUATIONS_FILE)
+                if (ref is None or r.get("ref") == ref) and (kind is None or r.get("kind") == kind)]

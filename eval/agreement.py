@@ -8,9 +8,11 @@ ref (its parent; the base model when it has none) and β (its DPO run's) gives t
 and agrees with the vote when m > 0 (m == 0 counts half). The agreement rate carries a Wilson 95 % interval,
 overall and by reason tag (a vote counts under each of its tags; "untagged" when it has none).
 
-Which votes count: the leaderboard's rules (`server.arena.views`): people only (simulated judges are left out),
-no identity leak, error or truncated side; ties and both-bad votes say nothing about a pair and are left out too.
+Which votes count: one source at a time, never mixed - people's (the default) or the simulated judges' (`palate
+loop`), told apart by the leaderboard's rule (`server.arena.views.vote_source`) - with the leaderboard's exclusions
+(identity leak, error or truncated side); ties and both-bad votes say nothing about a pair and are left out too.
 Scoring goes through `eval.scoring.score_pairs` with any scorer (the engine, or `eval.logprobs_hf.HfScorer`).
+`agreement_records` turns a result into the per-version records the registry keeps (`/v1/models`, the leaderboard).
 """
 
 from __future__ import annotations
@@ -28,19 +30,23 @@ from eval.scoring import resolve_models, score_pairs
 from server.arena.views import exclusion, vote_source
 
 UNTAGGED = "untagged"
+SOURCES = ("people", "simulated")
 
 
-def people_pairs(battles: Iterable[BattleRecord], simulated_ui_versions: Iterable[str]) \
+def vote_pairs(battles: Iterable[BattleRecord], simulated_ui_versions: Iterable[str], source: str = "people") \
         -> tuple[list[PreferenceRow], dict[str, list[str]], dict[str, int]]:
-    """(pairs, tags by pair id, excluded counts by reason) from stored battles. A pair's id is its battle id, its
-    `chosen` the winner's answer as the judge saw it (not a later edit)."""
+    """(pairs, tags by pair id, excluded counts by reason) from the stored battles of one vote `source`. A pair's id
+    is its battle id, its `chosen` the winner's answer as the judge saw it (not a later edit)."""
+    if source not in SOURCES:
+        raise ValueError(f"vote source must be one of {', '.join(SOURCES)}, got '{source}'")
     simulated = list(simulated_ui_versions)
     rows, tags, excluded = [], {}, Counter()
     for battle in battles:
         if battle.vote is None:
             continue
-        if vote_source(battle, simulated) != "people":
-            excluded["simulated"] += 1
+        other = vote_source(battle, simulated)
+        if other != source:
+            excluded[other] += 1
             continue
         reason = exclusion(battle)
         if reason:
@@ -81,9 +87,11 @@ def agreement_summary(margins: dict[str, float], tags: dict[str, list[str]]) -> 
 
 
 async def compute_agreement(scorer: Any, registry: Any, label: str, battles: Iterable[BattleRecord],
-                            simulated_ui_versions: Iterable[str], handles: dict[str, Any] | None = None) -> dict:
-    """Agreement of DPO version `label` and of its parent (each against its own reference, with `label`'s β)."""
-    rows, tags, excluded = people_pairs(battles, simulated_ui_versions)
+                            simulated_ui_versions: Iterable[str], handles: dict[str, Any] | None = None,
+                            source: str = "people") -> dict:
+    """Agreement of DPO version `label` and of its parent (each against its own reference, with `label`'s β) with
+    the votes of one `source`."""
+    rows, tags, excluded = vote_pairs(battles, simulated_ui_versions, source)
     (version,) = resolve_models(registry, [label])
     if version.reference is None or version.beta is None:
         raise ValueError(f"{label} ({version.ref}) has no implicit reward: agreement needs a DPO version")
@@ -100,7 +108,7 @@ async def compute_agreement(scorer: Any, registry: Any, label: str, battles: Ite
     pairs = [tokenize_pair(tokenizer, row) for row in rows]
     scored = {ref: await score_pairs(scorer, pairs, handles.get(ref) if models[ref].path else None)
               for ref in models}
-    result = {"votes": len(rows), "excluded": excluded, "beta": version.beta, "versions": []}
+    result = {"source": source, "votes": len(rows), "excluded": excluded, "beta": version.beta, "versions": []}
     for ref, reference in zip(chain, chain[1:]):
         margins = reward_margins(scored[ref], scored[reference], version.beta)
         result["versions"].append({"ref": ref, "reference": reference, **agreement_summary(margins, tags),
@@ -108,18 +116,27 @@ async def compute_agreement(scorer: Any, registry: Any, label: str, battles: Ite
     return result
 
 
+def agreement_records(result: dict) -> list[tuple[str, dict]]:
+    """(version ref, record) for each version in a `compute_agreement` result: what the registry keeps of it (the
+    rates and their source, not every pair's margin)."""
+    return [(v["ref"], {"source": result.get("source", "people"), "reference": v["reference"], "beta": result["beta"],
+                        "votes": result["votes"], "overall": v["overall"], "by_reason": v["by_reason"]})
+            for v in result["versions"]]
+
+
+def rate_text(rate: dict | None) -> str:
+    """'0.67 [0.21, 0.94] (n=3)', or '–' when nothing was scored."""
+    if not rate or not rate.get("n"):
+        return "–"
+    return f"{rate['rate']:.2f} [{rate['wilson95'][0]:.2f}, {rate['wilson95'][1]:.2f}] (n={rate['n']})"
+
+
 def agreement_table(result: dict) -> str:
     """Markdown: one row per version (against its reference), overall rate with Wilson 95 % and each reason tag."""
     tags = sorted({t for v in result["versions"] for t in v["by_reason"]})
-
-    def cell(rate: dict | None) -> str:
-        if not rate or not rate["n"]:
-            return "–"
-        return f"{rate['rate']:.2f} [{rate['wilson95'][0]:.2f}, {rate['wilson95'][1]:.2f}] (n={rate['n']})"
-
     lines = ["| version | reference | agreement | " + " | ".join(tags) + " |",
              "|---|---|---|" + "---|" * len(tags)]
     for v in result["versions"]:
-        lines.append(f"| {v['ref']} | {v['reference']} | {cell(v['overall'])} | "
-                     + " | ".join(cell(v["by_reason"].get(t)) for t in tags) + " |")
+        lines.append(f"| {v['ref']} | {v['reference']} | {rate_text(v['overall'])} | "
+                     + " | ".join(rate_text(v["by_reason"].get(t)) for t in tags) + " |")
     return "\n".join(lines)

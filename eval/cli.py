@@ -48,6 +48,11 @@ def _add_agreement(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agreement", help="Does a DPO version's implicit reward agree with people's arena votes? "
                        "Rate with Wilson 95%%, overall and by reason tag, and its parent's.")
     a.add_argument("--model", default="dpo", help="a DPO alias or name@version")
+    a.add_argument("--votes", choices=["people", "simulated"], default="people",
+                   help="whose votes: people's (default) or the simulated judges' of `palate loop` (never mixed)")
+    a.add_argument("--no-record", action="store_true",
+                   help="do not record the result in the registry (/v1/models and the arena leaderboard show the "
+                        "latest record per version and vote source)")
     a.add_argument("--database-url", default=None, help="vote store (default: server.database_url)")
     a.add_argument("--engine", choices=["vllm", "hf"], default="hf",
                    help="hf: transformers + PEFT (default); vllm: the serving engine's prompt log-probs")
@@ -160,21 +165,22 @@ def _agreement(args: argparse.Namespace) -> int:
     from core.arena_config import load_arena_config
     from core.config import PROJECT_ROOT
     from core.votes import open_store
-    from eval.agreement import compute_agreement
+    from eval.agreement import agreement_records, compute_agreement, rate_text
 
     cfg, registry = _registry(args)
     store = open_store(args.database_url or cfg.server.database_url, root=PROJECT_ROOT)
     battles = store.voted_battles()
     store.close()
     simulated = load_arena_config().simulated_ui_versions
-    print(f"palate eval agreement: {args.model} | {len(battles)} voted battles | engine {args.engine}", flush=True)
+    print(f"palate eval agreement: {args.model} | {len(battles)} voted battles | {args.votes} | "
+          f"engine {args.engine}", flush=True)
 
     async def run() -> dict:
         if args.engine == "hf":
             from eval.logprobs_hf import HfScorer
 
             return await compute_agreement(HfScorer(cfg.model.resolved_dir(), dtype=args.dtype), registry,
-                                           args.model, battles, simulated)
+                                           args.model, battles, simulated, source=args.votes)
         from eval.engine import adapter_handles, scoring_engine
         from eval.scoring import resolve_models, with_references
 
@@ -184,18 +190,21 @@ def _agreement(args: argparse.Namespace) -> int:
             models = with_references(registry, resolve_models(registry, [args.model]))
             models = with_references(registry, models)  # the parent's own reference too
             return await compute_agreement(engine, registry, args.model, battles, simulated,
-                                           handles=adapter_handles(models))
+                                           handles=adapter_handles(models), source=args.votes)
         finally:
             await engine.shutdown()
 
     result = asyncio.run(run())
-    path = _write(result, args.out, "agreement")
-    print(f"people's votes scored: {result['votes']}; excluded: {result['excluded']}")
+    path = _write(result, args.out, f"agreement-{args.votes}")
+    whose = {"people": "people's", "simulated": "simulated judges'"}[args.votes]
+    print(f"{whose} votes scored: {result['votes']}; excluded: {result['excluded']}")
     for version in result["versions"]:
-        o = version["overall"]
-        rate = "n/a" if o["rate"] is None else f"{o['rate']:.2f} [{o['wilson95'][0]:.2f}, {o['wilson95'][1]:.2f}]"
         tags = ", ".join(f"{t} {r['agree']:g}/{r['n']}" for t, r in version["by_reason"].items())
-        print(f"  {version['ref']} vs {version['reference']}: agreement {rate} ({tags})")
+        print(f"  {version['ref']} vs {version['reference']}: agreement {rate_text(version['overall'])} ({tags})")
+    if not args.no_record and result["votes"]:
+        for ref, record in agreement_records(result):
+            registry.record_evaluation(ref, "agreement", {**record, "report": str(path)})
+        print(f"recorded in {registry.root}/evaluations.jsonl")
     print(f"wrote {path}")
     return 0
 
@@ -304,8 +313,9 @@ def _report(args: argparse.Namespace) -> int:
     cfg, registry = _registry(args)
     database_url = args.database_url or cfg.server.database_url
     out_dir = Path(args.out_dir) if args.out_dir else REPORTS / _stamp()
+    agreement = [p for p in (latest(REPORTS, f"agreement-{source}-*.json") for source in ("people", "simulated")) if p]
     path = write_report(out_dir, margins=margins, generations=generations, registry=registry,
-                        database_url=database_url, agreement=latest(REPORTS, "agreement-*.json"))
+                        database_url=database_url, agreement=agreement)
     print(f"wrote {path}")
     return 0
 

@@ -159,7 +159,7 @@ def leaderboard_table(board: dict) -> str:
 
 
 def write_report(out_dir: Path, *, margins: Path | None, generations: Path | None, registry: Any = None,
-                 database_url: str | None = None, agreement: Path | None = None) -> Path:
+                 database_url: str | None = None, agreement: Path | list[Path] | None = None) -> Path:
     """Write `out_dir/report.md` and its plots; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     m = json.loads(Path(margins).read_text()) if margins else None
@@ -192,18 +192,21 @@ def write_report(out_dir: Path, *, margins: Path | None, generations: Path | Non
             sections += ["Pairwise arena win rates:", "", pairwise_table(pairs).replace("None", "–"), ""]
     elif board:
         sections += ["## Arena leaderboard", "", f"_Vote store unreadable: {board['error']}_", ""]
-    if agreement:
-        from eval.agreement import agreement_table
+    agreement = [agreement] if isinstance(agreement, (str, Path)) else list(agreement or [])
+    for path in agreement:
+        from eval.agreement import agreement_table  # (it imports the server's vote rules: only when needed)
 
-        a = json.loads(Path(agreement).read_text())
-        sections += ["## Agreement with people", "", f"Does the implicit reward prefer the people's winner? "
-                     f"{a['votes']} people's votes (excluded: {a['excluded']}); rate with Wilson 95 %.", "",
-                     agreement_table(a), ""]
+        a = json.loads(Path(path).read_text())
+        whose = {"people": "people's", "simulated": "simulated judges' (`palate loop`)"}[a.get("source", "people")]
+        title = "## Agreement with people" if a.get("source", "people") == "people" else \
+            "## Agreement with simulated judges (not people)"
+        sections += [title, "", f"Does the implicit reward prefer the winner? {a['votes']} {whose} votes "
+                     f"(excluded: {a['excluded']}); rate with Wilson 95 %.", "", agreement_table(a), ""]
     refs = [x["ref"] for x in (m or g or {}).get("models", [])]
     if registry is not None and plot_training(training_curves(registry, refs), out_dir / "training.png"):
         sections += ["## Training curves", "", "![training](training.png)", ""]
     sources = [f"- margins: `{margins}`" if margins else None, f"- generations: `{generations}`" if generations else None,
-               f"- votes: `{database_url}`" if board else None, f"- agreement: `{agreement}`" if agreement else None]
+               f"- votes: `{database_url}`" if board else None, *[f"- agreement: `{p}`" for p in agreement]]
     sections += ["## Sources", "", *[s for s in sources if s]]
     path = out_dir / "report.md"
     path.write_text("\n".join(sections) + "\n")

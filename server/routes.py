@@ -92,8 +92,19 @@ def _card(served: ServedModel, name: str, models: ModelManager, config) -> Model
             "created": meta.get("created"),
             "lineage": _lineage(models, served),
             "promotion": _promotion(models, served),
+            "evaluation": _evaluation(models, served),
         },
     )
+
+
+def _evaluation(models: ModelManager, served: ServedModel) -> dict:
+    """The latest recorded agreement of this version's implicit reward with each vote source (`palate eval
+    agreement`), people's and simulated judges' apart; None for a source never evaluated."""
+    latest: dict[str, dict] = {}
+    for record in models.registry.evaluations(served.id, "agreement"):
+        latest[record.get("source", "people")] = {key: record.get(key) for key in
+                                                  ("reference", "beta", "votes", "overall", "by_reason", "time")}
+    return {"agreement": {"people": latest.get("people"), "simulated": latest.get("simulated")}}
 
 
 def _promotion(models: ModelManager, served: ServedModel) -> dict | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 STANDING_COLUMNS = ["Rank (UB)", "model", "rating", "95% CI", "length-controlled", "vs parent", "votes",
-                    "W / L / T", "status"]
+                    "W / L / T", "status", "reward agrees with votes"]
 SOURCE_CHOICES = [("People", "people"), ("Simulated judges (palate loop)", "simulated"), ("Everyone", "all")]
 EXCLUSION_WORDS = {"identity_leak": "an answer named a model", "error": "an answer failed",
                    "truncated": "an answer was cut off"}
@@ -20,8 +20,19 @@ def standings_rows(board: dict) -> list[list[Any]]:
                      f"{round(s['ci_low'])} – {round(s['ci_high'])}", "–" if lc is None else round(lc),
                      "–" if delta is None else f"{delta:+.0f} vs {s['parent']}", s["votes"],
                      f"{s['wins']} / {s['losses']} / {s['ties']}",
-                     f"provisional (< {board.get('min_votes', 0)} votes)" if s["provisional"] else "rated"])
+                     f"provisional (< {board.get('min_votes', 0)} votes)" if s["provisional"] else "rated",
+                     agreement_cell(s.get("agreement"))])
     return rows
+
+
+def agreement_cell(record: dict | None) -> str:
+    """A DPO version's latest agreement with the board's vote source: '67% (21–94%, n=3, people's votes)'."""
+    overall = (record or {}).get("overall") or {}
+    if not overall.get("n"):
+        return "–"
+    low, high = overall["wilson95"]
+    whose = "people's" if record.get("source") == "people" else "simulated judges'"
+    return f"{overall['rate']:.0%} ({low * 100:.0f}–{high:.0%}, n={overall['n']}, {whose} votes)"
 
 
 def matrix_rows(board: dict) -> tuple[list[str], list[list[Any]]]:
@@ -51,7 +62,8 @@ def summary_markdown(board: dict) -> str:
         lines.append("Not rated: " + ", ".join(f"{v} because {EXCLUSION_WORDS.get(k, k)}" for k, v in excluded.items())
                      + ".")
     lines.append("Rank (UB): 1 + the number of models whose whole interval is above this one's. Length-controlled: "
-                 "the rating once the answer-length difference is accounted for.")
+                 "the rating once the answer-length difference is accounted for. Reward agrees with votes: how often "
+                 "a DPO version's implicit reward prefers the voted winner (`palate eval agreement`, Wilson 95%).")
     return "  \n".join(lines)
 
 

@@ -85,7 +85,7 @@ async def leaderboard(service: Any, source: str = "people") -> dict:
     battles = await asyncio.to_thread(store.voted_battles)
     cached = service._leaderboard_cache.get(source)
     if cached and cached[0] == len(battles):
-        return cached[1]
+        return _with_agreement(service, cached[1])
     outcomes, excluded, by_source = rated_outcomes(battles, source, config.simulated_ui_versions)
     board = await asyncio.to_thread(
         build_leaderboard, outcomes, min_votes=config.min_votes, rounds=config.bootstrap_rounds,
@@ -94,7 +94,21 @@ async def leaderboard(service: Any, source: str = "people") -> dict:
     result = {"object": "arena.leaderboard", **board.to_dict(), "source": source, "excluded": excluded,
               "votes_by_source": by_source}
     service._leaderboard_cache[source] = (len(battles), result)
-    return result
+    return _with_agreement(service, result)
+
+
+def _with_agreement(service: Any, board: dict) -> dict:
+    """Each standing with its version's latest recorded agreement (`palate eval agreement`) with the votes of the
+    board's source: people's on the people's and everyone's boards, the simulated judges' on theirs - never mixed.
+    Read at every request (a record appears without a vote), not cached with the ratings."""
+    source = "simulated" if board.get("source") == "simulated" else "people"
+    latest = {}
+    for record in service.models.registry.evaluations(kind="agreement"):  # oldest first: the last one stays
+        if record.get("source", "people") == source:
+            latest[record["ref"]] = {key: record.get(key) for key in ("source", "reference", "votes", "overall",
+                                                                       "time")}
+    standings = [{**s, "agreement": latest.get(s["contestant"])} for s in board.get("standings", [])]
+    return {**board, "standings": standings}
 
 
 def require_export_access(service: Any, authorization: str | None) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from core.votes import BattleRecord, SideRecord, VoteRecord
-from eval.agreement import compute_agreement, people_pairs
+from eval.agreement import compute_agreement, vote_pairs
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 # Summed log-probs of each answer under each model (the fake scorer puts them on the first token).
@@ -105,8 +105,8 @@ def test_excluded_votes_change_nothing():
     assert with_excluded["versions"] == alone["versions"]
 
 
-def test_people_pairs_chosen_is_the_shown_winner():
-    rows, tags, _ = people_pairs(PEOPLE, [])
+def test_vote_pairs_chosen_is_the_shown_winner():
+    rows, tags, _ = vote_pairs(PEOPLE, [])
     assert [(r.pair_id, r.chosen[0]["content"], r.rejected[0]["content"]) for r in rows] == [
         ("b1", "good1", "bad1"), ("b2", "plain2", "hype2"), ("b3", "ok3", "meh3")]
     assert tags == {"b1": ["grounded"], "b2": ["hype"], "b3": ["untagged"]}
@@ -125,3 +125,14 @@ def test_agreement_table_and_report_section(tmp_path):
     path.write_text(json.dumps(result))
     report = write_report(tmp_path / "r", margins=None, generations=None, agreement=path).read_text()
     assert "## Agreement with people" in report and table in report
+
+
+def test_simulated_votes_are_scored_apart_and_never_mixed():
+    result = asyncio.run(compute_agreement(FakeScorer(), FakeRegistry(), "dpo", PEOPLE + EXCLUDED, ["palate-loop"],
+                                           source="simulated"))
+    # only s4 (a palate-loop vote) counts: 0.5 * ((-50 + 10) - (-1 + 1)) = -20, a disagreement
+    assert result["source"] == "simulated" and result["votes"] == 1
+    assert result["excluded"] == {"people": 7}
+    assert result["versions"][0]["margins"] == pytest.approx({"s4": -20.0})
+    with pytest.raises(ValueError, match="people, simulated"):
+        vote_pairs(PEOPLE, [], source="everyone")
