@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class _Open(BaseModel):
@@ -152,6 +152,87 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+
+# ---- responses of /v1/chat/completions and /v1/completions (JSON bodies and stream chunks) -------------------------
+class _Response(BaseModel):
+    """A response object: every field is sent, None as null (as OpenAI's and vLLM's servers do), except the ones in
+    `_omit_when_none`, which are sent only when set (a stream's usage, a chunk's role, vLLM's prompt_logprobs)."""
+
+    _omit_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_extras(self, handler):  # noqa: ANN001, ANN202 - pydantic's serializer protocol
+        data = handler(self)
+        for key in self._omit_when_none:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+class AssistantMessage(_Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(_Response):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None = None  # {"content": [{token, logprob, bytes, top_logprobs}]}
+    finish_reason: str | None = None
+
+
+class ChatCompletionResponse(_Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(_Response):
+    _omit_when_none = ("role",)
+    role: Literal["assistant"] | None = None  # only in each choice's first chunk
+    content: str
+
+
+class ChatChunkChoice(_Response):
+    index: int
+    delta: ChatDelta
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Response):
+    _omit_when_none = ("usage",)
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None  # only in the last chunk, with stream_options.include_usage (choices empty)
+
+
+class CompletionChoice(_Response):
+    _omit_when_none = ("prompt_logprobs",)
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None = None  # {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+    finish_reason: str | None = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = None  # vLLM's, only when asked for
+
+
+class CompletionResponse(_Response):
+    """A text completion, and (the same object, as OpenAI's) each chunk of a streamed one."""
+
+    _omit_when_none = ("usage",)
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None  # streamed: only in the last chunk, with stream_options.include_usage
 
 
 def new_id(prefix: str) -> str:

@@ -8,15 +8,22 @@ from server import tokenization
 from server.admission import admitted
 from server.errors import engine_dead
 from server.models import ModelManager, ServedModel
-from server.protocol import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, DetokenizeResponse,
-                             ErrorResponse, ModelCard, ModelList, TokenizeChatRequest, TokenizeCompletionRequest,
-                             TokenizeResponse)
+from server.protocol import (ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+                             CompletionResponse, DetokenizeRequest, DetokenizeResponse, ErrorResponse, ModelCard,
+                             ModelList, TokenizeChatRequest, TokenizeCompletionRequest, TokenizeResponse)
 
 router = APIRouter()
 
 # Every route answers errors in OpenAI's shape; saying so in the OpenAPI schema lets clients (and the fuzz test)
 # hold the server to it.
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 422, 429, 500, 503)}
+
+
+def _generated(body: type, chunk: type) -> dict:
+    """The 200 of a generation route: a JSON body, or with stream=true server-sent events of `chunk` objects."""
+    return {200: {"model": body, "description": f"A {body.__name__} (JSON), or with stream=true server-sent events "
+                  f"(`data: <{chunk.__name__}>` lines, then `data: [DONE]`).",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **ERRORS}
 
 
 @router.get("/health")
@@ -38,7 +45,7 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/v1/chat/completions", responses=ERRORS)
+@router.post("/v1/chat/completions", responses=_generated(ChatCompletionResponse, ChatCompletionChunk))
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     serving = request.app.state.serving
     model = request.app.state.models.resolve(body.model).id  # 404 first
@@ -46,7 +53,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     return await admitted(request, lambda: serving.respond(prepared), endpoint="chat", cost=body.n, model=model)
 
 
-@router.post("/v1/completions", responses=ERRORS)
+@router.post("/v1/completions", responses=_generated(CompletionResponse, CompletionResponse))
 async def completions(body: CompletionRequest, request: Request):
     serving = request.app.state.serving
     model = request.app.state.models.resolve(body.model).id

@@ -1,6 +1,7 @@
 """The serving layer: turns OpenAI requests into engine calls and engine deltas into OpenAI responses.
 
-It receives the engine and the model manager, so tests can hand it any engine. Routers stay thin.
+It receives the engine and the model manager, so tests can hand it any engine. Routers stay thin. Chat and text
+completions run the same way here; their response bodies are `server.responses`' (one format class per endpoint).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from server.engines.base import Delta, Engine, EngineError, EngineRequestError, 
 from server.errors import APIError, engine_dead, error_body, printable
 from server.metrics import Metrics
 from server.models import ModelManager, ServedModel
-from server.openai_format import echoed_entries, logprobs_payload, prompt_logprobs_payload
-from server.protocol import ChatCompletionRequest, CompletionRequest, Usage, new_id, now
+from server.openai_format import echoed_entries
+from server.protocol import ChatCompletionRequest, CompletionRequest, new_id, now
 from server.request_checks import FieldCheck
+from server.responses import ChatFormat, CompletionFormat, Echo, Generated, usage
 
 log = logging.getLogger("palate.serving")
 
@@ -40,18 +42,10 @@ def sse(payload: dict | str) -> str:
 
 
 @dataclass
-class _Choice:
-    text: list[str] = field(default_factory=list)
-    tokens: int = 0
-    finish_reason: str | None = None
-    logprobs: list = field(default_factory=list)
-
-
-@dataclass
 class Prepared:
     """A validated request, ready for the engine: what `prepare_chat` / `prepare_completion` return."""
 
-    kind: str  # "chat" | "completion"
+    format: ChatFormat | CompletionFormat  # how its responses look (server.responses)
     model: str
     prompt_ids: list[int]
     sampling: Sampling
@@ -61,6 +55,10 @@ class Prepared:
     echo_logprobs: int | None = None  # ... and with logprobs: the prompt tokens' entries come first
     prompt_logprobs: bool = False  # completions: choices carry vLLM's `prompt_logprobs`
     ignored: list[str] = field(default_factory=list)  # unknown fields ignored (server.unknown_fields: ignore)
+
+    @property
+    def kind(self) -> str:
+        return self.format.kind  # "chat" | "completion"
 
 
 class _EngineStream(StreamingResponse):
@@ -162,7 +160,7 @@ class Serving:
         max_param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
         max_tokens = self._max_tokens(req.max_completion_tokens or req.max_tokens, len(prompt_ids), max_param)
         sampling = self._sampling(req, max_tokens, (req.top_logprobs or 0) if req.logprobs else None, max_param)
-        return Prepared("chat", req.model, prompt_ids, sampling, req.stream,
+        return Prepared(ChatFormat(), req.model, prompt_ids, sampling, req.stream,
                         bool(req.stream_options and req.stream_options.include_usage), ignored=check.ignored)
 
     def prepare_completion(self, req: CompletionRequest) -> Prepared:
@@ -188,7 +186,7 @@ class Serving:
         echo_text = None
         if req.echo:
             echo_text = text if text is not None else tokenizer.decode(prompt_ids)
-        return Prepared("completion", req.model, prompt_ids, sampling, req.stream,
+        return Prepared(CompletionFormat(logprobs=req.logprobs is not None), req.model, prompt_ids, sampling, req.stream,
                         bool(req.stream_options and req.stream_options.include_usage), echo_text=echo_text,
                         echo_logprobs=echo_logprobs, prompt_logprobs=sampling.prompt_logprobs is not None,
                         ignored=check.ignored)
@@ -214,7 +212,7 @@ class Serving:
             response.headers["x-palate-ignored-fields"] = printable(",".join(prepared.ignored), ascii_only=True)
         return response
 
-    async def _run(self, prepared: Prepared, on_delta) -> tuple[ServedModel, dict[int, _Choice], list | None]:
+    async def _run(self, prepared: Prepared, on_delta) -> tuple[ServedModel, dict[int, Generated], list | None]:
         """Run one request on the engine, calling `on_delta(served, delta)` as output arrives; record metrics.
         Returns the served model, the choices and the prompt log-probs (when asked for)."""
         kind, sampling, prompt_ids = prepared.kind, prepared.sampling, prepared.prompt_ids
@@ -222,7 +220,7 @@ class Serving:
         ttft = None
         status = "ok"
         prompt_logprobs = None
-        choices: dict[int, _Choice] = {i: _Choice() for i in range(sampling.n)}
+        choices: dict[int, Generated] = {i: Generated() for i in range(sampling.n)}
         async with self.models.use(prepared.model) as served:
             try:
                 async for delta in self.engine.generate(prompt_ids, sampling, served.handle, new_id("req")):
@@ -271,12 +269,13 @@ class Serving:
             return APIError(500, f"Internal error in the engine ({type(exc).__name__}: {exc}).")
         return APIError(500, f"The engine failed: {exc}")
 
-    def _echoed(self, prepared: Prepared, prompt_logprobs: list | None) -> list | None:
-        """The prompt's entries for an echoed completion with logprobs (see `openai_format.echoed_entries`)."""
-        if prepared.echo_logprobs is None or prompt_logprobs is None:
-            return None
-        return echoed_entries(prepared.prompt_ids, prompt_logprobs, prepared.echo_logprobs,
-                              self.engine.tokenizer().decode)
+    def _echo(self, prepared: Prepared, prompt_logprobs: list | None) -> Echo:
+        """What a text completion puts before its output (echo, its log-prob entries, prompt log-probs)."""
+        entries = None
+        if prepared.echo_logprobs is not None and prompt_logprobs is not None:
+            entries = echoed_entries(prepared.prompt_ids, prompt_logprobs, prepared.echo_logprobs,
+                                     self.engine.tokenizer().decode)
+        return Echo(prepared.echo_text or "", entries, prompt_logprobs if prepared.prompt_logprobs else None)
 
     async def _complete(self, prepared: Prepared) -> dict:
         async def ignore(*_):
@@ -286,55 +285,33 @@ class Serving:
             served, choices, prompt_logprobs = await self._run(prepared, ignore)
         except Exception as exc:
             raise self._engine_failure(exc) from None
-        prompt_tokens = len(prepared.prompt_ids)
-        completion_tokens = sum(c.tokens for c in choices.values())
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens).model_dump()
-        if prepared.kind == "chat":
-            data = [{"index": i, "message": {"role": "assistant", "content": "".join(c.text)},
-                     "logprobs": logprobs_payload("chat", c.logprobs), "finish_reason": c.finish_reason}
-                    for i, c in sorted(choices.items())]
-            return {"id": new_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": served.id,
-                    "choices": data, "usage": usage}
-        echoed = self._echoed(prepared, prompt_logprobs)
-        data = []
-        for i, c in sorted(choices.items()):
-            choice = {"index": i, "text": (prepared.echo_text or "") + "".join(c.text),
-                      "logprobs": logprobs_payload("completion", c.logprobs, echoed)
-                      if prepared.sampling.logprobs is not None else None,
-                      "finish_reason": c.finish_reason}
-            if prepared.prompt_logprobs:
-                choice["prompt_logprobs"] = prompt_logprobs_payload(prompt_logprobs)
-            data.append(choice)
-        return {"id": new_id("cmpl"), "object": "text_completion", "created": now(), "model": served.id,
-                "choices": data, "usage": usage}
+        use = usage(len(prepared.prompt_ids), sum(c.tokens for c in choices.values()))
+        return prepared.format.response(served.id, choices, use, self._echo(prepared, prompt_logprobs)).model_dump()
 
     async def _open_stream(self, prepared: Prepared) -> Response:
         """Start the request and wait for its first event: an error before any output raises (an HTTP error);
         otherwise the SSE stream. If the client disconnects, the producer task is cancelled and the engine aborts."""
-        kind = prepared.kind
+        fmt = prepared.format
         queue: asyncio.Queue = asyncio.Queue()
-        request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        request_id = new_id(fmt.id_prefix)
         created = now()
-        started_roles: set[int] = set()
+        started: set[int] = set()  # choices whose first chunk went out (it carries the role, or the echo)
         seen: dict[str, list] = {}  # the prompt log-probs come with the request's first delta; every choice echoes them
 
         async def on_delta(served: ServedModel, delta: Delta) -> None:
             if delta.prompt_logprobs is not None:
                 seen.setdefault("prompt_logprobs", delta.prompt_logprobs)
-            await queue.put(self._chunk(prepared, request_id, created, served.id, delta, started_roles,
-                                        seen.get("prompt_logprobs")))
+            first = delta.index not in started
+            started.add(delta.index)
+            echo = self._echo(prepared, seen.get("prompt_logprobs")) if first else Echo()
+            await queue.put(fmt.chunk(request_id, created, served.id, delta, first, echo).model_dump())
 
         async def produce() -> None:
             try:
                 served, choices, _ = await self._run(prepared, on_delta)
                 if prepared.include_usage:
-                    prompt_tokens = len(prepared.prompt_ids)
-                    completion_tokens = sum(c.tokens for c in choices.values())
-                    await queue.put({"id": request_id, "object": "chat.completion.chunk" if kind == "chat"
-                                     else "text_completion", "created": created, "model": served.id, "choices": [],
-                                     "usage": Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                                    total_tokens=prompt_tokens + completion_tokens).model_dump()})
+                    use = usage(len(prepared.prompt_ids), sum(c.tokens for c in choices.values()))
+                    await queue.put(fmt.usage_chunk(request_id, created, served.id, use).model_dump())
             except Exception as exc:  # never end a broken stream as if it had finished
                 await queue.put(self._engine_failure(exc))
             finally:
@@ -359,27 +336,3 @@ class Serving:
             yield sse("[DONE]")
 
         return _EngineStream(events(), task)
-
-    def _chunk(self, prepared: Prepared, request_id: str, created: int, model_id: str, delta: Delta,
-               started_roles: set[int], prompt_logprobs: list | None) -> dict:
-        kind = prepared.kind
-        if kind == "chat":
-            logprobs = logprobs_payload(kind, delta.logprobs or [])
-            content: dict[str, Any] = {"content": delta.text}
-            if delta.index not in started_roles:
-                started_roles.add(delta.index)
-                content = {"role": "assistant", **content}
-            choice = {"index": delta.index, "delta": content, "logprobs": logprobs,
-                      "finish_reason": delta.finish_reason}
-            return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                    "choices": [choice]}
-        text, echoed = delta.text, None
-        if delta.index not in started_roles:  # the first chunk of each choice carries the echoed prompt
-            started_roles.add(delta.index)
-            text = (prepared.echo_text or "") + text
-            echoed = self._echoed(prepared, prompt_logprobs)
-        logprobs = (logprobs_payload(kind, delta.logprobs or [], echoed)
-                    if prepared.sampling.logprobs is not None else None)
-        return {"id": request_id, "object": "text_completion", "created": created, "model": model_id,
-                "choices": [{"index": delta.index, "text": text, "logprobs": logprobs,
-                             "finish_reason": delta.finish_reason}]}
