@@ -31,7 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config import PROJECT_ROOT, AdmissionConfig  # noqa: E402
+from core.config import AdmissionConfig, project_path  # noqa: E402
 from core.registry import AdapterRegistry  # noqa: E402
 from tests.helpers import start_server, train_tiny_adapters  # noqa: E402
 
@@ -129,7 +129,7 @@ def main() -> int:
     parser.add_argument("--compare-off", action="store_true", help="Also measure with admission control off.")
     parser.add_argument("--out", default=None, help="Also write the table to this file.")
     args = parser.parse_args()
-    registry = Path(args.registry) if Path(args.registry).is_absolute() else PROJECT_ROOT / args.registry
+    registry = project_path(args.registry)
     print(f"admission defaults: {AdmissionConfig().model_dump()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="palate-fairness-") as tmp:
         if not {"sft", "dpo"} <= set(AdapterRegistry(registry).aliases()):

@@ -161,7 +161,7 @@ def tables(rows: dict, arena: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--registry", default=str(PROJECT_ROOT / "adapters"))
     parser.add_argument("--requests-per-level", type=int, default=2, help="requests = this x concurrency")
@@ -173,7 +173,11 @@ def main() -> int:
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--out", default=None, help="also write the tables to this file")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
     registry = AdapterRegistry(args.registry)
     for alias in ("sft", "dpo"):
         registry.resolve(alias)  # fail now, not after the first server, if the registry lacks them

@@ -252,12 +252,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.steps} timed steps)\n\n`python -m benchmarks.training --pairs {args.pairs} --steps {args.steps} "
               f"--batch {args.batch}` on {device}, {platform.python_version()}, torch {torch.__version__}, "
               f"1-min load average at the end {load:.1f} (other jobs on the machine inflate absolute times; ratios less).")
-    text = table(results, header)
-    print(text)
-    if args.markdown:
-        path = Path(args.markdown)
-        existing = path.read_text() if path.is_file() else "# Benchmark results\n"
-        path.write_text(existing.rstrip() + "\n\n" + text + "\n")
+    _print_and_append(table(results, header), args.markdown)
     return 0
 
 
@@ -276,13 +271,17 @@ def _main_processes(args, model_dir: Path) -> int:
               f"--processes --pairs {args.pairs} --steps {args.steps} --batch {args.batch}` on cpu ({os.cpu_count()} "
               f"cores), {platform.python_version()}, torch {torch.__version__}, elastic launcher (as torchrun), "
               f"{time.strftime('%Y-%m-%d')}, 1-min load average at the end {load:.1f}.")
-    text = processes_table(results, header)
+    _print_and_append(processes_table(results, header), args.markdown)
+    return 0
+
+
+def _print_and_append(text: str, markdown: str | None) -> None:
+    """Print a result table and, with --markdown FILE, append it to FILE (created with a title if missing)."""
     print(text)
-    if args.markdown:
-        path = Path(args.markdown)
+    if markdown:
+        path = Path(markdown)
         existing = path.read_text() if path.is_file() else "# Benchmark results\n"
         path.write_text(existing.rstrip() + "\n\n" + text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

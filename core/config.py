@@ -43,8 +43,8 @@ class BaseModelConfig(_Strict):
     def resolved_dir(self) -> Path:
         """The directory the engine and trainers load: the provisioned copy, or the user's own directory."""
         if self.source != "embedded":
-            return _resolve(Path(self.source))
-        return _resolve(self.model_dir)
+            return project_path(Path(self.source))
+        return project_path(self.model_dir)
 
 
 class VllmConfig(_Strict):
@@ -193,11 +193,15 @@ class ServerConfig(_Strict):
     def _fit_lora_rank_to_registry(self) -> "ServerConfig":
         # vllm.max_lora_rank null: the largest rank in this server's registry now, rounded up (VllmConfig docs it)
         if self.vllm.max_lora_rank is None:
-            self.vllm.max_lora_rank = auto_max_lora_rank(registry_lora_ranks(_resolve(self.adapter_root)))
+            self.vllm.max_lora_rank = auto_max_lora_rank(registry_lora_ranks(self.registry_root()))
         return self
 
     def resolved_admin_token(self) -> str | None:
         return os.environ.get("PALATE_ADMIN_TOKEN") or self.admin_token
+
+    def registry_root(self) -> Path:
+        """`adapter_root` read from the project root (an absolute path stays itself)."""
+        return project_path(self.adapter_root)
 
 
 class PalateConfig(_Strict):
@@ -210,7 +214,9 @@ class PalateConfig(_Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
-def _resolve(path: Path) -> Path:
+def project_path(path: str | Path) -> Path:
+    """A path relative to the project root (absolute paths pass through): how every configured path is read."""
+    path = Path(path)
     return path if path.is_absolute() else (PROJECT_ROOT / path)
 
 

@@ -17,15 +17,14 @@ Leaderboards use a small prior so that an unbeaten newcomer has a finite rating;
 Votes arrive as `Outcome(a, b, result)`: result is "A" (a won), "B" (b won), "tie" or "both_bad"; optional
 `len_a`/`len_b` (answer lengths in tokens) feed the length-controlled rating (`core.length_control`).
 
-Rank(UB), as Chatbot Arena ranks: 1 + the number of contestants whose interval lies entirely above this one's
-(their lower bound above its upper bound), so contestants whose intervals overlap share a rank.
+The leaderboard that puts these together (with Rank(UB) and the length-controlled rating) is `core.leaderboard`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,14 +53,14 @@ class Outcome:
             raise ValueError(f"unknown result {self.result!r}: use one of {sorted(_SCORE)}") from None
 
 
-def _contestants(outcomes: Sequence[Outcome], extra: Iterable[str] = ()) -> list[str]:
+def contestant_names(outcomes: Sequence[Outcome], extra: Iterable[str] = ()) -> list[str]:
     names = set(extra)
     for o in outcomes:
         names.update((o.a, o.b))
     return sorted(names)
 
 
-def _tallies(outcomes: Sequence[Outcome], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def tallies(outcomes: Sequence[Outcome], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """wins[i, j]: i's (half-)wins over j; games[i, j]: games between i and j (symmetric). Self-pairs are ignored."""
     k = len(index)
     wins = np.zeros((k, k))
@@ -106,11 +105,11 @@ def bradley_terry(outcomes: Sequence[Outcome], *, contestants: Sequence[str] | N
     """Maximum-likelihood Bradley–Terry ratings on the Elo scale (400 * log10 strength), mean 1000, or `anchor`
     exactly 1000 when given and present. Contestants with no games sit at the centre. With `pseudo_ties=0` and no
     MLE (an unbeaten contestant), ratings of the unbeaten drift far apart: pass a positive prior for real use."""
-    names = list(contestants) if contestants is not None else _contestants(outcomes)
+    names = list(contestants) if contestants is not None else contestant_names(outcomes)
     if not names:
         return {}
     index = {n: i for i, n in enumerate(names)}
-    wins, games = _tallies(outcomes, index)
+    wins, games = tallies(outcomes, index)
     logp = _mm_strengths(wins, games, pseudo_ties, max_iter, tol)
     ratings = SCALE * logp + ANCHOR_RATING
     if anchor is not None and anchor in index:
@@ -126,7 +125,7 @@ def bootstrap_intervals(outcomes: Sequence[Outcome], *, rounds: int = 200, seed:
     `contestants` as to `bradley_terry` (the prior ties every pair of them)."""
     if rounds < MIN_BOOTSTRAP_ROUNDS:
         raise ValueError(f"rounds={rounds}: use at least {MIN_BOOTSTRAP_ROUNDS} bootstrap rounds for a 95% interval.")
-    names = list(contestants) if contestants is not None else _contestants(outcomes)
+    names = list(contestants) if contestants is not None else contestant_names(outcomes)
     if not outcomes:
         return {}
     rng = np.random.default_rng(seed)
@@ -153,110 +152,3 @@ def wilson_interval(successes: float, n: float, z: float = WILSON_Z_95) -> tuple
     centre = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass
-class Standing:
-    """One leaderboard row."""
-
-    contestant: str
-    rating: float
-    ci_low: float
-    ci_high: float
-    votes: int
-    wins: int
-    losses: int
-    ties: int
-    provisional: bool
-    rank: int = 0
-    rank_ub: int = 0
-    rating_lc: float | None = None  # length-controlled rating (None: no lengths known)
-    parent: str | None = None
-    vs_parent: float | None = None  # rating minus the parent's, when the parent is on the board
-
-
-@dataclass
-class PairStat:
-    """Row contestant against column contestant: win rate (ties half) with its Wilson 95% interval."""
-
-    games: int
-    win_rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-
-@dataclass
-class Leaderboard:
-    standings: list[Standing]
-    contestants: list[str]
-    matrix: list[list[PairStat]] = field(default_factory=list)  # matrix[i][j]: contestants[i] vs contestants[j]
-    total_votes: int = 0
-    bootstrap_rounds: int = 0
-    min_votes: int = 0
-    length_coefficient: float | None = None  # log-odds per unit of (len_a - len_b) / (len_a + len_b)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def win_rate_matrix(outcomes: Sequence[Outcome], contestants: Sequence[str]) -> list[list[PairStat]]:
-    """Pairwise win rates (ties half a win) with Wilson intervals; the diagonal and unplayed pairs have no rate."""
-    index = {n: i for i, n in enumerate(contestants)}
-    wins, games = _tallies([o for o in outcomes if o.a in index and o.b in index], index)
-    rows = []
-    for i in range(len(contestants)):
-        row = []
-        for j in range(len(contestants)):
-            n = int(games[i, j])
-            if i == j or n == 0:
-                row.append(PairStat(n, None, None, None))
-                continue
-            lo, hi = wilson_interval(wins[i, j], n)
-            row.append(PairStat(n, float(wins[i, j] / n), lo, hi))
-        rows.append(row)
-    return rows
-
-
-def rank_upper_bound(intervals: dict[str, tuple[float, float]]) -> dict[str, int]:
-    """Rank(UB): 1 + how many others have a lower bound above this contestant's upper bound."""
-    return {name: 1 + sum(lo > hi for other, (lo, _) in intervals.items() if other != name)
-            for name, (_, hi) in intervals.items()}
-
-
-def build_leaderboard(outcomes: Sequence[Outcome], *, min_votes: int = 10, rounds: int = 200, seed: int = 0,
-                      pseudo_ties: float = 0.5, anchor: str | None = None,
-                      contestants: Sequence[str] = (), parents: dict[str, str] | None = None) -> Leaderboard:
-    """Ratings (with `pseudo_ties` prior), bootstrap 95% intervals, Rank(UB), the length-controlled rating, record,
-    win-rate matrix and the change against each contestant's parent (`parents`: contestant -> parent), sorted by
-    rating. A contestant with fewer than `min_votes` votes is marked provisional. Same-contestant battles are
-    ignored."""
-    from core.length_control import length_controlled_ratings
-
-    outcomes = [o for o in outcomes if o.a != o.b]
-    names = _contestants(outcomes, contestants)
-    ratings = bradley_terry(outcomes, contestants=names, pseudo_ties=pseudo_ties, anchor=anchor)
-    intervals = bootstrap_intervals(outcomes, rounds=rounds, seed=seed, pseudo_ties=pseudo_ties, anchor=anchor,
-                                    contestants=names) if outcomes else {}
-    record = {n: [0, 0, 0] for n in names}  # wins, losses, ties
-    for o in outcomes:
-        s = o.score_a()
-        for name, score in ((o.a, s), (o.b, 1.0 - s)):
-            record[name][0 if score == 1.0 else 1 if score == 0.0 else 2] += 1
-    standings = []
-    for name in names:
-        w, l, t = record[name]
-        lo, hi = intervals.get(name, (ratings[name], ratings[name]))
-        standings.append(Standing(name, ratings[name], lo, hi, w + l + t, w, l, t, (w + l + t) < min_votes))
-    standings.sort(key=lambda s: (-s.rating, s.contestant))
-    ranks_ub = rank_upper_bound({s.contestant: (s.ci_low, s.ci_high) for s in standings})
-    lc = length_controlled_ratings(outcomes, contestants=names, pseudo_ties=pseudo_ties, anchor=anchor)
-    for rank, standing in enumerate(standings, start=1):
-        standing.rank = rank
-        standing.rank_ub = ranks_ub[standing.contestant]
-        standing.rating_lc = lc.ratings.get(standing.contestant) if lc else None
-        parent = (parents or {}).get(standing.contestant)
-        if parent in ratings:
-            standing.parent, standing.vs_parent = parent, ratings[standing.contestant] - ratings[parent]
-    ordered = [s.contestant for s in standings]
-    return Leaderboard(standings, ordered, win_rate_matrix(outcomes, ordered), len(outcomes),
-                       rounds if outcomes else 0, min_votes, lc.length_coefficient if lc else None)

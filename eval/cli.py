@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from eval import votes_cli
+
 DEFAULT_PAIRS = "data/listings/prefs_eval.jsonl"
 DEFAULT_PROMPTS = "data/listings/sft_eval.jsonl"
 # What `palate eval generate` answers by default: prompts in phrasing families no adapter trained on, then the
@@ -22,13 +24,15 @@ REPORTS = Path("reports")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|report`, `promote`, `loop`."""
+    """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|report`, `promote`, `loop`,
+    `votes export`."""
     ev = subparsers.add_parser("eval", help="Measure the preference shift: margins, judged generations, report.")
     sub = ev.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
     for add in (_add_margins, _add_agreement, _add_generate, _add_report):
         add(sub)
     _add_promote(subparsers)
     _add_loop(subparsers)
+    votes_cli.register(subparsers)
 
 
 def _add_margins(sub: argparse._SubParsersAction) -> None:
@@ -153,12 +157,11 @@ def _write(result: dict, out: str | None, what: str) -> Path:
 
 
 def _registry(args):
-    from core.config import PROJECT_ROOT, load_config
+    from core.config import load_config, project_path
     from core.registry import AdapterRegistry
 
     cfg = load_config(args.config)
-    root = Path(args.registry) if args.registry else cfg.server.adapter_root
-    return cfg, AdapterRegistry(root if root.is_absolute() else PROJECT_ROOT / root)
+    return cfg, AdapterRegistry(project_path(args.registry) if args.registry else cfg.server.registry_root())
 
 
 def _agreement(args: argparse.Namespace) -> int:
@@ -166,6 +169,7 @@ def _agreement(args: argparse.Namespace) -> int:
     from core.config import PROJECT_ROOT
     from core.votes import open_store
     from eval.agreement import agreement_records, compute_agreement, rate_text
+    from eval.engine import with_scorer
 
     cfg, registry = _registry(args)
     store = open_store(args.database_url or cfg.server.database_url, root=PROJECT_ROOT)
@@ -175,26 +179,8 @@ def _agreement(args: argparse.Namespace) -> int:
     print(f"palate eval agreement: {args.model} | {len(battles)} voted battles | {args.votes} | "
           f"engine {args.engine}", flush=True)
 
-    async def run() -> dict:
-        if args.engine == "hf":
-            from eval.logprobs_hf import HfScorer
-
-            return await compute_agreement(HfScorer(cfg.model.resolved_dir(), dtype=args.dtype), registry,
-                                           args.model, battles, simulated, source=args.votes)
-        from eval.engine import adapter_handles, scoring_engine
-        from eval.scoring import resolve_models, with_references
-
-        engine = scoring_engine(cfg.model.resolved_dir(), cfg.server.vllm, dtype=args.dtype)
-        await engine.start()
-        try:
-            models = with_references(registry, resolve_models(registry, [args.model]))
-            models = with_references(registry, models)  # the parent's own reference too
-            return await compute_agreement(engine, registry, args.model, battles, simulated,
-                                           handles=adapter_handles(models), source=args.votes)
-        finally:
-            await engine.shutdown()
-
-    result = asyncio.run(run())
+    result = asyncio.run(with_scorer(args.engine, cfg, registry, [args.model], lambda scorer, handles: compute_agreement(
+        scorer, registry, args.model, battles, simulated, handles=handles, source=args.votes), dtype=args.dtype))
     path = _write(result, args.out, f"agreement-{args.votes}")
     whose = {"people": "people's", "simulated": "simulated judges'"}[args.votes]
     print(f"{whose} votes scored: {result['votes']}; excluded: {result['excluded']}")
@@ -210,32 +196,16 @@ def _agreement(args: argparse.Namespace) -> int:
 
 
 def _margins(args: argparse.Namespace) -> int:
+    from eval.engine import with_scorer
     from eval.margins_job import compute_margins
     from eval.report_tables import margins_table
-    from eval.scoring import resolve_models, with_references
 
     cfg, registry = _registry(args)
-    model_dir = cfg.model.resolved_dir()
     print(f"palate eval margins: {args.data} | models {args.models} | engine {args.engine} ({args.dtype})", flush=True)
 
-    async def run() -> dict:
-        if args.engine == "hf":
-            from eval.logprobs_hf import HfScorer
-
-            return await compute_margins(HfScorer(model_dir, dtype=args.dtype), registry, args.models, args.data,
-                                         limit=args.limit, kinds=set(args.kinds) if args.kinds else None)
-        from eval.engine import adapter_handles, scoring_engine
-
-        engine = scoring_engine(model_dir, cfg.server.vllm, dtype=args.dtype)
-        await engine.start()
-        try:
-            handles = adapter_handles(with_references(registry, resolve_models(registry, args.models)))
-            return await compute_margins(engine, registry, args.models, args.data, limit=args.limit,
-                                         kinds=set(args.kinds) if args.kinds else None, handles=handles)
-        finally:
-            await engine.shutdown()
-
-    result = asyncio.run(run())
+    kinds = set(args.kinds) if args.kinds else None
+    result = asyncio.run(with_scorer(args.engine, cfg, registry, args.models, lambda scorer, handles: compute_margins(
+        scorer, registry, args.models, args.data, limit=args.limit, kinds=kinds, handles=handles), dtype=args.dtype))
     path = _write(result, args.out, "margins")
     print(margins_table(result))
     print(f"wrote {path}")

@@ -12,13 +12,15 @@
 
 The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
 `VllmEngine`'s own (`core.lora.ENGINE_LORA_LAYERS`), so the server's engine is safe to score with too.
+`with_scorer` runs a scoring job on either scorer, the engine (started and shut down around it) or the
+transformers + PEFT reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
 
 
 def scoring_engine(model_dir: Path | str, vllm_cfg: Any, dtype: str = "float32") -> Any:
@@ -41,3 +43,23 @@ def adapter_handles(models: list[Any], first_lora_id: int = 1) -> dict[str, Any]
         if model.path is not None and model.ref not in handles:
             handles[model.ref] = AdapterHandle(model.ref, first_lora_id + len(handles), Path(model.path))
     return handles
+
+
+async def with_scorer(kind: str, cfg: Any, registry: Any, labels: list[str],
+                      job: Callable[[Any, dict[str, Any] | None], Awaitable[Any]], dtype: str = "float32") -> Any:
+    """`await job(scorer, handles)` on scorer `kind` - "hf" (transformers + PEFT; handles None: it loads adapters
+    from their paths) or "vllm" (a scoring engine with a handle for each of `labels`, their references and the
+    references' own, started for the job and shut down after it). `cfg` is the server config (`core.config`)."""
+    if kind == "hf":
+        from eval.logprobs_hf import HfScorer
+
+        return await job(HfScorer(cfg.model.resolved_dir(), dtype=dtype), None)
+    from eval.scoring import resolve_models, with_references
+
+    engine = scoring_engine(cfg.model.resolved_dir(), cfg.server.vllm, dtype=dtype)
+    await engine.start()
+    try:
+        models = with_references(registry, with_references(registry, resolve_models(registry, labels)))
+        return await job(engine, adapter_handles(models))
+    finally:
+        await engine.shutdown()

@@ -26,10 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datetime as dt
+
 import httpx
 
+from core.arena_client import ArenaClient
+from core.registry import AdapterRegistry
+from core.vote_export import drop_reason
+from core.votes import BattleRecord, SideRecord, VoteRecord
 from eval.generate import read_prompts
 from eval.judge import judge_listing, prefer
+
+LOOP_UI_VERSION = "palate-loop"  # how the leaderboard tells these votes from people's (arena.simulated_ui_versions)
 
 
 @dataclass
@@ -64,33 +72,35 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return done
 
 
-async def _battle(client: httpx.AsyncClient, prompt: str, judge_id: str, max_tokens: int | None, seed: int) -> dict:
-    texts = {"A": [], "B": []}
-    finish = {}
-    battle_id = None
-    body = {"prompt": prompt, "judge": judge_id, "seed": seed, "ui_version": "palate-loop"}
-    if max_tokens:
-        body["max_tokens"] = max_tokens
-    async with client.stream("POST", "/v1/arena/battles", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"battle failed: {response.status_code} {(await response.aread())[:500]!r}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data: "):
-                continue
-            event = json.loads(line[6:])
-            if event["type"] == "battle":
-                battle_id = event["battle_id"]
-            elif event["type"] == "delta":
-                texts[event["side"]].append(event["text"])
-            elif event["type"] == "side_done":
-                finish[event["side"]] = event["finish_reason"]
+async def _battle(client: ArenaClient, prompt: str, judge_id: str, max_tokens: int | None, seed: int) -> dict:
+    """One blind battle to its end: its id, both answers and how each side finished."""
+    texts: dict[str, list[str]] = {"A": [], "B": []}
+    finish, battle_id = {}, None
+    async for event in client.battle_events(prompt, judge=judge_id, seed=seed, max_tokens=max_tokens):
+        if event["type"] == "battle":
+            battle_id = event["battle_id"]
+        elif event["type"] == "delta":
+            texts[event["side"]].append(event["text"])
+        elif event["type"] == "side_done":
+            finish[event["side"]] = event["finish_reason"]
     return {"battle_id": battle_id, "A": "".join(texts["A"]), "B": "".join(texts["B"]), "finish": finish}
 
 
+def as_battle(record: dict) -> BattleRecord:
+    """A loop vote record as the store holds the battle: enough for the export's own drop rules."""
+    contestants = (record.get("reveal") or {}).get("contestants") or {}
+    flags = (record.get("reveal") or {}).get("flags") or []
+    sides = {s: SideRecord(s, (contestants.get(s) or {}).get("model", s), response=record[s],
+                           finish_reason=record["finish"].get(s),
+                           flags=[f.split(":")[0] for f in flags if f.endswith(f":{s}")]) for s in ("A", "B")}
+    now = dt.datetime.now(dt.timezone.utc)
+    return BattleRecord(record["battle_id"], now, record["key"][0], None, "", "", {}, 0, sides,
+                        vote=VoteRecord(record["choice"], now))
+
+
 def usable(record: dict) -> bool:
-    """Will the export keep this vote? Only a decisive vote on two complete answers (both sides stopped on their
-    own: `palate votes export` drops ties and truncated sides)."""
-    return record["choice"] in ("A", "B") and all(f == "stop" for f in record["finish"].values())
+    """Will the export keep this vote? `core.vote_export.drop_reason` decides (ties, truncated sides, ...)."""
+    return drop_reason(as_battle(record)) is None
 
 
 def usable_pairs(records: list[dict]) -> int:
@@ -106,31 +116,29 @@ async def simulate_votes(settings: LoopSettings) -> dict:
         raise ValueError(f"{settings.prompts}: no prompts with listing facts to judge against")
     gate = asyncio.Semaphore(settings.concurrency)
     records: list[dict] = []
-    async with httpx.AsyncClient(base_url=settings.server, timeout=httpx.Timeout(600, connect=10)) as client:
-        async def one(i: int) -> None:
-            prompt = prompts[i % len(prompts)]
-            user = next(m["content"] for m in reversed(prompt.messages) if m["role"] == "user")
-            voter = f"sim-voter-{i % 7}"
-            async with gate:
-                battle = await _battle(client, user, voter, settings.max_tokens, 1000 + i)
-                va, vb = judge_listing(battle["A"], prompt.listing), judge_listing(battle["B"], prompt.listing)
-                choice = prefer(va, vb)
-                response = await client.post(f"/v1/arena/battles/{battle['battle_id']}/vote",
-                                             json={"choice": choice, "judge": voter})
-                if response.status_code != 200:
-                    raise RuntimeError(f"vote failed: {response.status_code} {response.text[:500]}")
-            reveal = response.json()
-            models = sorted(c.get("model", "?") for c in (reveal.get("contestants") or {}).values())
-            records.append({"battle_id": battle["battle_id"], "choice": choice, "scores": [va.score, vb.score],
-                            "finish": battle["finish"], "reveal": reveal, "key": (user, *models)})
-            if len(records) % 10 == 0:
-                settings.progress(f"  votes cast: {len(records)} ({usable_pairs(records)} usable as pairs)")
+    client = ArenaClient(settings.server, ui_version=LOOP_UI_VERSION)
 
-        cast = 0
-        while cast < settings.max_votes and (cast < settings.votes or usable_pairs(records) < settings.min_pairs):
-            batch = settings.votes if cast == 0 else min(10, settings.max_votes - cast)
-            await asyncio.gather(*(one(i) for i in range(cast, cast + batch)))
-            cast += batch
+    async def one(i: int) -> None:
+        prompt = prompts[i % len(prompts)]
+        user = next(m["content"] for m in reversed(prompt.messages) if m["role"] == "user")
+        voter = f"sim-voter-{i % 7}"
+        async with gate:
+            battle = await _battle(client, user, voter, settings.max_tokens, 1000 + i)
+            va, vb = judge_listing(battle["A"], prompt.listing), judge_listing(battle["B"], prompt.listing)
+            choice = prefer(va, vb)
+            reveal = await client.vote(battle["battle_id"], choice, judge=voter)
+        models = sorted(c.get("model", "?") for c in (reveal.get("contestants") or {}).values())
+        records.append({"battle_id": battle["battle_id"], "choice": choice, "scores": [va.score, vb.score],
+                        "A": battle["A"], "B": battle["B"], "finish": battle["finish"], "reveal": reveal,
+                        "key": (user, *models)})
+        if len(records) % 10 == 0:
+            settings.progress(f"  votes cast: {len(records)} ({usable_pairs(records)} usable as pairs)")
+
+    cast = 0
+    while cast < settings.max_votes and (cast < settings.votes or usable_pairs(records) < settings.min_pairs):
+        batch = settings.votes if cast == 0 else min(10, settings.max_votes - cast)
+        await asyncio.gather(*(one(i) for i in range(cast, cast + batch)))
+        cast += batch
     tally = {c: sum(r["choice"] == c for r in records) for c in ("A", "B", "tie")}
     return {"cast": len(records), "usable": usable_pairs(records), "tally": tally, "records": records}
 
@@ -160,15 +168,9 @@ def _promote(settings: LoopSettings, registry: Any, ref: str) -> dict:
             "summary": f"'{settings.name}' -> {ref} ({'forced' if forced else 'on evidence'})"}
 
 
-async def run_loop(settings: LoopSettings) -> dict:
-    """Run the five steps (module docstring) and return the record (also written to out_dir/loop.json)."""
+def _export_and_train(settings: LoopSettings) -> tuple[Path, dict, Any, Any]:
+    """Steps 2 and 3: export the votes as DPO pairs, train a new version on them; (export, lint, version, registry)."""
     say = settings.progress
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    say(f"[1/5] {settings.votes} simulated arena votes on {settings.server} (listing judge decides) ...")
-    votes = await simulate_votes(settings)
-    say(f"      {votes['cast']} votes, tally {votes['tally']}, {votes['usable']} usable as pairs")
-
     export = settings.out_dir / "arena-pairs.jsonl"
     say(f"[2/5] palate votes export --out {export}")
     source = ["--database-url", settings.database_url] if settings.database_url else \
@@ -185,14 +187,24 @@ async def run_loop(settings: LoopSettings) -> dict:
     if settings.max_steps:
         flags += ["--max_steps", str(settings.max_steps)]
     _cli("train", "dpo", *flags)
-    from core.registry import AdapterRegistry
-
     registry = AdapterRegistry(settings.registry)
     new = registry.get(settings.name, registry.versions(settings.name)[-1])
     if new.meta.get("dataset_sha256") != lint["sha256"]:
         raise RuntimeError(f"{new.ref} records dataset {new.meta.get('dataset_sha256')}, not the export {lint['sha256']}")
     say(f"      registered {new.ref} (parent {new.parent})")
+    return export, lint, new, registry
 
+
+async def run_loop(settings: LoopSettings) -> dict:
+    """Run the five steps (module docstring) and return the record (also written to out_dir/loop.json)."""
+    say = settings.progress
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    say(f"[1/5] {settings.votes} simulated arena votes on {settings.server} (listing judge decides) ...")
+    votes = await simulate_votes(settings)
+    say(f"      {votes['cast']} votes, tally {votes['tally']}, {votes['usable']} usable as pairs")
+
+    export, lint, new, registry = _export_and_train(settings)
     async with httpx.AsyncClient(base_url=settings.server, timeout=600) as client:
         say(f"[4/5] hot-load {new.ref}, then promote it to '{settings.name}' only on evidence (no restart)")
         await _admin(client, "/admin/adapters", {"ref": new.ref}, settings.admin_token)

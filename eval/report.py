@@ -136,7 +136,8 @@ def arena_leaderboard(database_url: str | None) -> dict | None:
     try:
         from core.config import PROJECT_ROOT
         from core.votes import VoteStore
-        from core.ratings import Outcome, build_leaderboard
+        from core.leaderboard import build_leaderboard
+        from core.ratings import Outcome
 
         store = VoteStore(database_url, root=PROJECT_ROOT)
         try:

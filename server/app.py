@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from core.config import PROJECT_ROOT, PalateConfig
+from core.config import PalateConfig
 from core.registry import AdapterRegistry
 from server import admin, arena, routes
 from server.admission import Admission
@@ -36,8 +36,7 @@ def base_model_facts(config: PalateConfig) -> BaseModelFacts:
 
 
 def adapter_root(config: PalateConfig) -> Path:
-    root = config.server.adapter_root
-    return root if root.is_absolute() else PROJECT_ROOT / root
+    return config.server.registry_root()
 
 
 async def _watch_registry(models: ModelManager, interval_s: float) -> None:

@@ -74,8 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"palate demo: no base model at {config.model.resolved_dir()}; run `palate model pull` first.",
               file=sys.stderr)
         return 2
-    root = config.server.adapter_root
-    root = root if root.is_absolute() else PROJECT_ROOT / root
+    root = config.server.registry_root()
     log_path = PROJECT_ROOT / args.train_log  # an absolute path stays itself
     with background_training(root, args.profile, args.train_flags, log_path) as child:
         print(f"palate demo: training sft and dpo in the background (pid {child.pid}, log {log_path}); the arena "

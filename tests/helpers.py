@@ -227,3 +227,19 @@ def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:
     sft = train_sft(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     dpo = train_dpo(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     return {"sft": sft, "dpo": dpo}
+
+
+def write_old_registry(root: Path, aliases: dict[str, str] | None = None) -> Path:
+    """A registry as an earlier release wrote it by hand: sft@1, dpo@1 (from sft@1), dpo@2 (from dpo@1), with
+    aliases sft -> sft@1 and dpo -> dpo@2, and no record files (format 1); tests add what a later format added."""
+    import json
+
+    for name, version, parent in (("sft", 1, None), ("dpo", 1, "sft@1"), ("dpo", 2, "dpo@1")):
+        d = root / name / str(version)
+        d.mkdir(parents=True)
+        (d / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj"]}))
+        (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
+        (d / "palate.json").write_text(json.dumps({"kind": name, "name": name, "version": version, "parent": parent,
+                                                   "content_sha256": "0" * 64, "created": "2026-11-22T00:00:00Z"}))
+    (root / "aliases.json").write_text(json.dumps(aliases or {"sft": "sft@1", "dpo": "dpo@2"}))
+    return root

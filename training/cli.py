@@ -95,7 +95,7 @@ def _model_pull(args: argparse.Namespace) -> int:
 
 def _data_build(args: argparse.Namespace) -> int:
     from training.data import build_dataset
-    from training.config import project_path
+    from core.config import project_path
 
     paths = build_dataset(project_path(args.out), seed=args.seed, n_listings=args.listings)
     for name, path in paths.items():
@@ -158,7 +158,7 @@ def _train_job(args: argparse.Namespace) -> int:
 
 def _train_all(args: argparse.Namespace) -> int:
     from core.registry import AdapterRegistry
-    from training.config import project_path
+    from core.config import project_path
 
     registry = AdapterRegistry(project_path(args.registry))
     for kind in ("sft", "dpo"):
@@ -198,7 +198,7 @@ def _describe(adapter) -> str:
 
 def _adapters_list(args: argparse.Namespace) -> int:
     from core.registry import AdapterRegistry
-    from training.config import project_path
+    from core.config import project_path
 
     registry = AdapterRegistry(project_path(args.registry))
     versions = registry.all_versions()
@@ -220,7 +220,7 @@ def _adapters_list(args: argparse.Namespace) -> int:
 
 def _adapters_show(args: argparse.Namespace) -> int:
     from core.registry import AdapterRegistry, RegistryError
-    from training.config import project_path
+    from core.config import project_path
     from training.summary import adapter_summary
 
     registry = AdapterRegistry(project_path(args.registry))
@@ -239,7 +239,7 @@ def _adapters_add(args: argparse.Namespace) -> int:
     from core.config import load_model_config
     from core.registry import AdapterRegistry, RegistryError
     from training.external import add_external
-    from training.config import project_path
+    from core.config import project_path
 
     model_dir = project_path(args.model_dir) if args.model_dir else load_model_config().resolved_dir()
     try:

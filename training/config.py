@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.config import CONFIG_DIR, PROJECT_ROOT, ConfigError, read_yaml
+from core.config import CONFIG_DIR, ConfigError, read_yaml
 from core.lora import MAX_TRAINED_LORA_RANK, SERVABLE_TARGET_MODULES, lora_rule_problem, target_list
 
 JobKind = Literal["sft", "dpo"]
@@ -67,12 +67,6 @@ class JobSpec:
         model = {k: v for k, v in asdict(self.model).items() if k.startswith("lora_") or k in {"use_peft", "dtype"}}
         return {"kind": self.kind, "config_file": str(self.config_path) if self.config_path else None,
                 "palate": asdict(self.palate), "trl": trl, "model": model}
-
-
-def project_path(path: str | Path) -> Path:
-    """A path relative to the project root (absolute paths pass through)."""
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def default_config_path(kind: JobKind) -> Path:

@@ -29,17 +29,21 @@ def _trend(history: list[dict], key: str) -> str | None:
 
 def adapter_summary(registry: AdapterRegistry, adapter: AdapterVersion) -> str:
     """The text `palate adapters show` prints for `adapter` (see the module docstring)."""
-    import json
-
     meta = adapter.meta
-    trl = (meta.get("config") or {}).get("trl") or {}
-    palate = (meta.get("config") or {}).get("palate") or {}
     aliases = sorted(alias for alias, target in registry.aliases().items() if target == adapter.ref)
     lines = [f"{adapter.ref}  ({meta.get('kind', 'external')})  {adapter.path}",
              f"  parent:      {meta.get('parent') or '-'}",
              f"  base model:  {(meta.get('base_model') or {}).get('id', '-')}",
              f"  aliases:     {', '.join(aliases) or '-'}",
              f"  created:     {meta.get('created', '-')}"]
+    return "\n".join(lines + _run_lines(meta) + _result_lines(adapter))
+
+
+def _run_lines(meta: dict) -> list[str]:
+    """How the adapter was trained: recipe, processes, data, held-out evaluation, timing."""
+    trl = (meta.get("config") or {}).get("trl") or {}
+    palate = (meta.get("config") or {}).get("palate") or {}
+    lines = []
     if trl:
         recipe = [f"profile {palate.get('profile', '-')}", f"max_steps {trl.get('max_steps')}",
                   f"lr {_fmt(trl.get('learning_rate'))}"]
@@ -65,7 +69,15 @@ def adapter_summary(registry: AdapterRegistry, adapter: AdapterVersion) -> str:
         lines.append(f"  timing:      {timing.get('train_seconds')} s training, {timing.get('eval_seconds')} s eval, "
                      f"{timing.get('global_step')} steps" + (f", resumed from {timing['resumed_from']}"
                                                              if timing.get("resumed_from") else ""))
-    metrics = meta.get("metrics") or {}
+    return lines
+
+
+def _result_lines(adapter: AdapterVersion) -> list[str]:
+    """What training measured (final metrics, trends of the logged history) and where its curves are."""
+    import json
+
+    lines = []
+    metrics = adapter.meta.get("metrics") or {}
     for part in ("train", "eval"):
         values = metrics.get(part) or {}
         if values:
@@ -87,4 +99,4 @@ def adapter_summary(registry: AdapterRegistry, adapter: AdapterVersion) -> str:
     for tracker, hint in TRACKER_HINTS.items():
         if (logs / tracker).is_dir():
             lines.append(f"    {tracker}: {hint.format(path=logs / tracker)}")
-    return "\n".join(lines)
+    return lines

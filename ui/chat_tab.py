@@ -6,7 +6,7 @@ import time
 
 import gradio as gr
 
-from ui.client import ArenaClientError
+from core.arena_client import ArenaClientError
 from ui.context import ENTER_HINT, UiContext, plain_messages, ticking, waiting_words
 from ui.sampling import sampling_body, sampling_controls
 

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from core.arena_config import ArenaConfig
-from ui.client import ArenaClient
+from core.arena_client import ArenaClient
 
 NOTICE = ("Prompts, answers and votes are stored on this server and may become training data. "
           "Please don't type anything private.")

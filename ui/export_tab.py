@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
 
-from ui.client import ArenaClientError
+from core.arena_client import ArenaClientError
+from core.vote_export import ExportResult, write_export
 from ui.context import UiContext
 
 
@@ -42,7 +42,7 @@ def build_export_tab(ctx: UiContext) -> None:
                 return None, f"**The export needs the admin token.** {exc.message}"
             return None, f"**Export failed:** {exc.message}"
         out = Path(tempfile.mkdtemp(prefix="palate-export-")) / f"arena-{fmt}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-        out.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in result["rows"]))
+        write_export(ExportResult(result["rows"], result["summary"]), out)  # as `palate votes export` writes it
         return str(out), export_words(result)
 
     button.click(export, [token, kind], [file, summary])

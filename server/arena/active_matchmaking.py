@@ -32,7 +32,6 @@ pair choice never reaches the client, and sides are assigned at random as in lea
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 

@@ -263,15 +263,18 @@ class ArenaService:
         await queue.put(event)
 
     # ---- votes and views ---------------------------------------------------------------------------------------
-    async def vote(self, battle_id: str, request: VoteRequest, judge_header: str | None) -> Reveal:
-        """Store the vote (once), then reveal. 404 unknown battle, 409 unfinished or already voted."""
+    def _judged_battle(self, battle_id: str, judge: str | None) -> tuple[Any, str | None]:
+        """The vote store and the judge's hash for a vote or an edit; 404 for an id that cannot be a battle's."""
         store = self._require_store()
         if not _is_uuid(battle_id):
             raise APIError(404, f"No arena battle with id '{battle_id[:64]}'.", code="battle_not_found")
-        judge = request.judge or judge_header
+        return store, sha256_text(judge) if judge else None
+
+    async def vote(self, battle_id: str, request: VoteRequest, judge_header: str | None) -> Reveal:
+        """Store the vote (once), then reveal. 404 unknown battle, 409 unfinished or already voted."""
+        store, judge_sha256 = self._judged_battle(battle_id, request.judge or judge_header)
         try:
-            record = await asyncio.to_thread(store.record_vote, battle_id, request.choice,
-                                             judge_sha256=sha256_text(judge) if judge else None,
+            record = await asyncio.to_thread(store.record_vote, battle_id, request.choice, judge_sha256=judge_sha256,
                                              ui_version=request.ui_version, reasons=sorted(set(request.reasons)),
                                              comment=(request.comment or "").strip() or None)
         except BattleNotFound as exc:
@@ -288,13 +291,9 @@ class ArenaService:
 
     async def edit_winner(self, battle_id: str, request: EditRequest, judge_header: str | None) -> Reveal:
         """Store the judge's edit of the winning answer (after the reveal). 404 unknown, 409 not editable."""
-        store = self._require_store()
-        if not _is_uuid(battle_id):
-            raise APIError(404, f"No arena battle with id '{battle_id[:64]}'.", code="battle_not_found")
-        judge = request.judge or judge_header
+        store, judge_sha256 = self._judged_battle(battle_id, request.judge or judge_header)
         try:
-            record = await asyncio.to_thread(store.edit_winner, battle_id, request.text,
-                                             judge_sha256=sha256_text(judge) if judge else None)
+            record = await asyncio.to_thread(store.edit_winner, battle_id, request.text, judge_sha256=judge_sha256)
         except BattleNotFound as exc:
             raise APIError(404, str(exc), code="battle_not_found") from None
         except NotEditable as exc:

@@ -21,7 +21,8 @@ from core.arena_config import REASON_TAGS
 from core.kto_export import export_kto
 from core.vote_export import export_pairs
 from core.votes import SIDES, BattleRecord
-from core.ratings import Outcome, build_leaderboard
+from core.leaderboard import build_leaderboard
+from core.ratings import Outcome
 from core.training_progress import describe, read_progress
 from server.arena.protocol import ArenaInfo, QueueView, TrainingJob, TrainingView
 from server.errors import APIError

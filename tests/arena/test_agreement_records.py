@@ -7,6 +7,7 @@ import json
 
 from core.registry import AdapterRegistry
 from eval.agreement import agreement_records
+from tests.helpers import write_old_registry
 from ui.leaderboard_view import agreement_cell, standings_rows
 
 
@@ -62,15 +63,7 @@ def test_agreement_cell_says_whose_votes():
 
 def test_a_format_2_registry_opens_with_every_version_and_promotion(tmp_path):
     """As the previous release wrote it: versions, aliases and promotions.jsonl, no evaluations.jsonl."""
-    root = tmp_path / "adapters"
-    for name, version, parent in (("sft", 1, None), ("dpo", 1, "sft@1"), ("dpo", 2, "dpo@1")):
-        d = root / name / str(version)
-        d.mkdir(parents=True)
-        (d / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj"]}))
-        (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
-        (d / "palate.json").write_text(json.dumps({"kind": name, "name": name, "version": version, "parent": parent,
-                                                   "content_sha256": "0" * 64, "created": "2026-11-30T00:00:00Z"}))
-    (root / "aliases.json").write_text(json.dumps({"sft": "sft@1", "dpo": "dpo@2"}))
+    root = write_old_registry(tmp_path / "adapters")
     promotions = [{"alias": "dpo", "from": None, "to": "dpo@1", "forced": True, "evidence": {"reason": "first"},
                    "time": "2026-11-30T00:00:00Z"},
                   {"alias": "dpo", "from": "dpo@1", "to": "dpo@2", "forced": False,

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from core.ratings import (Outcome, bootstrap_intervals, bradley_terry, build_leaderboard, win_rate_matrix,
-                              wilson_interval)
+from core.leaderboard import build_leaderboard, win_rate_matrix
+from core.ratings import Outcome, bootstrap_intervals, bradley_terry, wilson_interval
 
 
 def games(a: str, b: str, a_wins: int, b_wins: int, ties: int = 0) -> list[Outcome]:

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from core.votes import BattleRecord, SideRecord, VoteRecord
-from core.ratings import Outcome, build_leaderboard, rank_upper_bound
+from core.leaderboard import build_leaderboard, rank_upper_bound
+from core.ratings import Outcome
 from core.length_control import length_controlled_ratings, length_difference
 from server.arena.views import rated_outcomes
 

@@ -102,16 +102,9 @@ def test_refused_promotion_leaves_the_alias_and_force_records_it(tiny_registry, 
 
 def test_a_registry_from_before_promotion_records_opens_with_every_version(tmp_path):
     """Format 1 (no promotions.jsonl), as the previous release wrote it: versions, aliases intact; no records."""
-    root = tmp_path / "adapters"
-    for name, version, parent in (("sft", 1, None), ("dpo", 1, "sft@1"), ("dpo", 2, "dpo@1")):
-        d = root / name / str(version)
-        d.mkdir(parents=True)
-        (d / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "target_modules": ["q_proj"]}))
-        (d / "adapter_model.safetensors").write_bytes(b"\0" * 16)
-        (d / "palate.json").write_text(json.dumps({"kind": name, "name": name, "version": version, "parent": parent,
-                                                   "content_sha256": "0" * 64, "created": "2026-11-22T00:00:00Z"}))
-    (root / "aliases.json").write_text(json.dumps({"sft": "sft@1", "dpo": "dpo@2"}))
-    registry = AdapterRegistry(root)
+    from tests.helpers import write_old_registry
+
+    registry = AdapterRegistry(write_old_registry(tmp_path / "adapters"))
     assert [v.ref for v in registry.all_versions()] == ["dpo@1", "dpo@2", "sft@1"]
     assert registry.aliases() == {"sft": "sft@1", "dpo": "dpo@2"} and registry.promotions() == []
     assert registry.resolve("dpo").ref == "dpo@2" and registry.resolve("dpo").parent == "dpo@1"

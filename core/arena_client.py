@@ -1,5 +1,6 @@
-"""HTTP client of the arena API: what the Gradio UI (and scripts) use. The UI never touches the engine or the
-database, so it runs inside the server process or on another machine (`palate arena --server URL`)."""
+"""HTTP client of the arena API: what the Gradio UI and `palate loop`'s simulated voters use. The UI never touches
+the engine or the database, so it runs inside the server process or on another machine (`palate arena --server
+URL`)."""
 
 from __future__ import annotations
 
@@ -39,12 +40,15 @@ async def _sse(response: httpx.Response) -> AsyncIterator[dict]:
 class ArenaClient:
     """Talks to one server's /v1/arena API (and /v1/chat/completions for Chat). `judge` is the session id sent with
     battles and votes (the server stores only its sha256). `api_key`, when the server requires API keys, is sent
-    as a bearer token on every call except the export, which sends the admin token it is given instead."""
+    as a bearer token on every call except the export, which sends the admin token it is given instead.
+    `ui_version` goes with every battle and vote: the leaderboard tells people's votes from simulated judges' by it."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 600.0, api_key: str | None = None):
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0, api_key: str | None = None,
+                 ui_version: str = UI_VERSION):
         self.base_url = base_url.rstrip("/")
         self.timeout = httpx.Timeout(timeout_s, connect=10.0)
         self.api_key = api_key
+        self.ui_version = ui_version
 
     def _client(self) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -63,7 +67,7 @@ class ArenaClient:
     async def battle_events(self, prompt: str, *, system: str | None = None, judge: str | None = None,
                             **sampling: Any) -> AsyncIterator[dict]:
         """Start a battle and yield its stream events (dicts with a `type`: battle, delta, side_done, done)."""
-        body = {"prompt": prompt, "system": system or None, "judge": judge, "ui_version": UI_VERSION,
+        body = {"prompt": prompt, "system": system or None, "judge": judge, "ui_version": self.ui_version,
                 **{k: v for k, v in sampling.items() if v is not None}}
         async for event in self._stream("/v1/arena/battles", body):
             yield event
@@ -99,7 +103,7 @@ class ArenaClient:
                    comment: str | None = None) -> dict:
         """Store the vote; returns the reveal (contestants by side, winner, flags)."""
         return await self._json("POST", f"/v1/arena/battles/{battle_id}/vote",
-                                json={"choice": choice, "judge": judge, "ui_version": UI_VERSION,
+                                json={"choice": choice, "judge": judge, "ui_version": self.ui_version,
                                       "reasons": reasons or [], "comment": comment or None})
 
     async def edit(self, battle_id: str, text: str, judge: str | None = None) -> dict:
