@@ -28,11 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import ConfigError, load_model_config
+from core.config import ConfigError, load_model_config, project_path
 from core.registry import AdapterRegistry, AdapterVersion, RegistryError, VersionExistsError, parse_ref
 from core.training_progress import progress_path
 from training import distributed
-from training.config import JobSpec, project_path, resolve_job
+from training.config import JobSpec, resolve_job
 from training.data import ensure_dataset
 from training.inputs import PreparedData, base_model_info, length_bucketed, prepare_data
 from training.metrics import GracefulInterrupt, MetricsRecorder, ProgressReporter, final_metrics, plot_metrics

@@ -67,12 +67,13 @@ def test_loop_counts_only_votes_the_export_keeps():
     from eval.loop import usable, usable_pairs
 
     done = {"A": "stop", "B": "stop"}
-    records = [
+    answers = {"battle_id": "b", "A": "A 2-bed condo.", "B": "A lovely home!"}  # the loop records both answers
+    records = [{**answers, **r} for r in [
         {"choice": "A", "finish": done, "key": ("p1", "base", "sft@1")},
         {"choice": "B", "finish": done, "key": ("p1", "base", "sft@1")},  # same prompt and pair: merged in export
         {"choice": "tie", "finish": done, "key": ("p2", "base", "sft@1")},  # ties are dropped
         {"choice": "A", "finish": {"A": "stop", "B": "length"}, "key": ("p3", "base", "dpo@1")},  # truncated
         {"choice": "B", "finish": done, "key": ("p3", "base", "dpo@1")},
-    ]
+    ]]
     assert [usable(r) for r in records] == [True, True, False, False, True]
     assert usable_pairs(records) == 2
