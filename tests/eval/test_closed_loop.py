@@ -89,6 +89,8 @@ def test_closed_loop(live_server, prompts, tmp_path):
         assert [step["ref"] for step in lineage[1:]][:1] == [f"dpo@{before[-1]}"] and lineage[-1]["ref"] == "base"
     finally:
         store.close()
-        # put the shared server back as the fixture found it
-        httpx.post(f"{live_server.url}/admin/aliases", json={"alias": "dpo", "target": f"dpo@{before[-1]}"},
-                   headers=live_server.admin_headers(), timeout=60)
+        # put the shared server back as the fixture found it: the watcher unloads the old target when the alias
+        # moves, so load it again (a no-op when still loaded) and point the alias at it, or later tests lose it
+        restored = httpx.post(f"{live_server.url}/admin/adapters", json={"ref": f"dpo@{before[-1]}", "alias": "dpo"},
+                              headers=live_server.admin_headers(), timeout=120)
+        assert restored.status_code == 200, restored.text
