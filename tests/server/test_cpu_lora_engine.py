@@ -2,7 +2,9 @@
 
 The case vLLM 0.32's own CPU kernels get wrong: a base request (LoRA index -1) batched while every LoRA slot holds an
 adapter. They read -1 as the last slot and add that adapter's delta to the base tokens; the grouped kernels never
-touch a token without an adapter. Greedy decoding makes "the same output" exact.
+touch a token without an adapter. Greedy decoding makes "the same output" exact for the base request. An adapter's
+own answer may split from its answer alone only where its two best tokens were a near-tie (another batch shape sums
+fp32 in another order: seen with the two-step test adapters, whose first token is a 0.015-nat tie).
 """
 
 from __future__ import annotations
@@ -30,12 +32,34 @@ def _copy_version(registry: AdapterRegistry, source_ref: str, name: str, tmp) ->
     return registry.add(name, staging, meta, move_alias=False).ref
 
 
-async def _greedy(client: httpx.AsyncClient, url: str, model: str) -> list[int]:
-    body = {"model": model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "logprobs": 0}
+async def _greedy(client: httpx.AsyncClient, url: str, model: str) -> tuple[list[str], list[dict]]:
+    """The greedy answer's tokens and, per position, the two most likely tokens with their log-probs."""
+    body = {"model": model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "logprobs": 2}
     response = await client.post(f"{url}/v1/completions", json=body)
     assert response.status_code == 200, response.text
-    choice = response.json()["choices"][0]
-    return choice["logprobs"]["tokens"]
+    logprobs = response.json()["choices"][0]["logprobs"]
+    return logprobs["tokens"], logprobs["top_logprobs"]
+
+
+NEAR_TIE_NATS = 0.05  # fp32 sums in another order (another batch shape) move a log-prob by far less than this
+
+
+def same_or_split_at_a_near_tie(model: str, alone: tuple[list[str], list[dict]],
+                                batched: tuple[list[str], list[dict]]) -> None:
+    """An adapter's batched answer equals its answer alone, or follows it token for token up to a position where the
+    two most likely tokens were within NEAR_TIE_NATS of each other alone (batching changes the fp32 summation
+    order, which may flip such a tie and nothing else). Another adapter's delta on these tokens (the bug this file
+    tests for) changes log-probs by far more, at positions that are not ties."""
+    tokens, tops = alone
+    other = batched[0]
+    split = next((i for i, (a, b) in enumerate(zip(tokens, other)) if a != b), None)
+    if split is None:
+        assert len(tokens) == len(other), model
+        return
+    top = tops[split]
+    assert other[split] in top, f"{model}: batched token {other[split]!r} at {split} is not among alone's top two {top}"
+    gap = abs(top[tokens[split]] - top[other[split]])
+    assert gap < NEAR_TIE_NATS, f"{model}: batched answer leaves alone's at {split} where the gap is {gap:.3f} nats"
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +105,12 @@ def test_base_batched_with_every_slot_occupied_is_exactly_base_alone(live_server
         return alone, list(zip(models, together))
 
     alone, together = asyncio.run(scenario())
-    for model, tokens in together:
-        assert tokens == alone[model], f"{model} batched with every LoRA slot occupied differs from {model} alone"
+    for model, answer in together:
+        if model == "base":  # exactly: no adapter's delta may reach a token without an adapter
+            assert answer[0] == alone[model][0], "base batched with every LoRA slot occupied differs from base alone"
+        else:
+            same_or_split_at_a_near_tie(model, alone[model], answer)
     # An adapter really changes the output (else the base check proves nothing: vLLM's own kernels add the last
     # slot's delta to base tokens), and a copy is its source.
-    assert any(alone[m] != alone["base"] for m in every_slot_filled)
-    assert alone["slotfill-a@1"] == alone["sft@1"] and alone["slotfill-b@1"] == alone["dpo@1"]
+    assert any(alone[m][0] != alone["base"][0] for m in every_slot_filled)
+    assert alone["slotfill-a@1"][0] == alone["sft@1"][0] and alone["slotfill-b@1"][0] == alone["dpo@1"][0]
