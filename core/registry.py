@@ -309,3 +309,7 @@ class AdapterRegistry:
         """Recorded evaluations, oldest first, of `ref` and of `kind` when given."""
         return [r for r in self._records(EVALUATIONS_FILE)
                 if (ref is None or r.get("ref") == ref) and (kind is None or r.get("kind") == kind)]
+
+    def latest_agreements(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The latest agreement record of each (version, vote source): one read of evaluations.jsonl."""
+        return {(r["ref"], r.get("source", "people")): r for r in self.evaluations(kind="agreement")}

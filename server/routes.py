@@ -40,8 +40,9 @@ async def health(request: Request) -> dict:
 async def list_models(request: Request) -> ModelList:
     models: ModelManager = request.app.state.models
     config = request.app.state.config
-    cards = [_card(served, served.id, models, config) for served in models.list()]
-    cards += [_card(models.resolve(alias), alias, models, config) for alias in sorted(models.aliases())]
+    agreements = models.registry.latest_agreements()  # read once for every card
+    cards = [_card(served, served.id, models, config, agreements) for served in models.list()]
+    cards += [_card(models.resolve(alias), alias, models, config, agreements) for alias in sorted(models.aliases())]
     return ModelList(data=cards)
 
 
@@ -79,7 +80,7 @@ async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
-def _card(served: ServedModel, name: str, models: ModelManager, config) -> ModelCard:
+def _card(served: ServedModel, name: str, models: ModelManager, config, agreements: dict) -> ModelCard:
     if served.adapter is None:
         return ModelCard(id=name, created=int(served.loaded_at), root=config.model.id,
                          palate={"kind": "base", "model": config.model.id,
@@ -99,19 +100,17 @@ def _card(served: ServedModel, name: str, models: ModelManager, config) -> Model
             "created": meta.get("created"),
             "lineage": _lineage(models, served),
             "promotion": _promotion(models, served),
-            "evaluation": _evaluation(models, served),
+            "evaluation": _evaluation(served, agreements),
         },
     )
 
 
-def _evaluation(models: ModelManager, served: ServedModel) -> dict:
+def _evaluation(served: ServedModel, agreements: dict) -> dict:
     """The latest recorded agreement of this version's implicit reward with each vote source (`palate eval
     agreement`), people's and simulated judges' apart; None for a source never evaluated."""
-    latest: dict[str, dict] = {}
-    for record in models.registry.evaluations(served.id, "agreement"):
-        latest[record.get("source", "people")] = {key: record.get(key) for key in
-                                                  ("reference", "beta", "votes", "overall", "by_reason", "time")}
-    return {"agreement": {"people": latest.get("people"), "simulated": latest.get("simulated")}}
+    keys = ("reference", "beta", "votes", "overall", "by_reason", "time")
+    return {"agreement": {source: {k: record.get(k) for k in keys} if (record := agreements.get((served.id, source)))
+                          else None for source in ("people", "simulated")}}
 
 
 def _promotion(models: ModelManager, served: ServedModel) -> dict | None:

@@ -103,12 +103,14 @@ def _with_agreement(service: Any, board: dict) -> dict:
     board's source: people's on the people's and everyone's boards, the simulated judges' on theirs - never mixed.
     Read at every request (a record appears without a vote), not cached with the ratings."""
     source = "simulated" if board.get("source") == "simulated" else "people"
-    latest = {}
-    for record in service.models.registry.evaluations(kind="agreement"):  # oldest first: the last one stays
-        if record.get("source", "people") == source:
-            latest[record["ref"]] = {key: record.get(key) for key in ("source", "reference", "votes", "overall",
-                                                                       "time")}
-    standings = [{**s, "agreement": latest.get(s["contestant"])} for s in board.get("standings", [])]
+    latest = service.models.registry.latest_agreements()
+    keys = ("source", "reference", "votes", "overall", "time")
+
+    def agreement(ref: str) -> dict | None:
+        record = latest.get((ref, source))
+        return {key: record.get(key, source if key == "source" else None) for key in keys} if record else None
+
+    standings = [{**s, "agreement": agreement(s["contestant"])} for s in board.get("standings", [])]
     return {**board, "standings": standings}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from core.config import PalateConfig
 from core.registry import AdapterRegistry
-from server.engines.base import AdapterHandle, Delta, EngineError, Sampling
+from server.engines.base import AdapterHandle, Candidate, Delta, EngineError, Sampling
 from server.preflight import BaseModelFacts
 
 FAKE_BASE = BaseModelFacts(id="fake-base", weights_sha256="f" * 64, hidden_size=8, intermediate_size=16,
@@ -84,7 +84,10 @@ class FakeEngine:
         self.requests.append((request_id, adapter.ref if adapter else None, sampling))
         if self.died:
             raise RuntimeError("EngineDeadError")
+        scored = None
         if isinstance(prompt, list):  # token ids (the OpenAI routes send ids; the arena sends text)
+            if sampling.prompt_logprobs is not None:  # as vLLM: the first token has none, the others one each
+                scored = [None] + [[Candidate(t, str(t), -1.0, 1)] for t in prompt[1:]]
             prompt = " ".join(str(t) for t in prompt)
         if adapter is not None and adapter.lora_id not in self.loaded:
             raise EngineError(f"LoRA {adapter.ref} is not loaded")
@@ -101,7 +104,7 @@ class FakeEngine:
             last = i == min(len(words), limit) - 1
             finish = None if not last else ("length" if i + 1 >= limit and len(words) > limit else "stop")
             yield Delta(index=0, text=(" " if i else "") + word, token_ids=[i], prompt_tokens=prompt_tokens,
-                        finish_reason=finish)
+                        finish_reason=finish, prompt_logprobs=scored if i == 0 else None)
 
     async def score(self, prompt_ids, completion_ids, adapter):  # noqa: ANN001
         return [-1.0 for _ in completion_ids]
