@@ -47,6 +47,11 @@ class PalateArgs:
                                        "batches by length. Trains in that order (train_sampling_strategy becomes "
                                        "sequential)."})
     run_root: str = field(default="runs", metadata={"help": "Where checkpoints live while a job runs (resume source)."})
+    on_policy_rows: int = field(default=0, metadata={"help": "DPO only: sample the parent's own answers to the first "
+                                "N training prompts at the arena's sampling (configs/arena.yaml); each answer the "
+                                "dataset's grounding check finds wrong (invented, missing facts, cut by the length "
+                                "limit) becomes that row's rejected answer (training/onpolicy.py). Needs rows with "
+                                "`listing` facts. 0: the written near-misses only."})
 
 
 @dataclass
@@ -139,7 +144,17 @@ def resolve_job(kind: JobKind, argv: list[str] | None = None, config: Path | str
     spec = JobSpec(kind=kind, palate=palate, trl=trl, model=model, config_path=config_path)
     check_lora(spec)
     check_length_buckets(spec)
+    check_on_policy(spec)
     return spec
+
+
+def check_on_policy(spec: JobSpec) -> None:
+    rows = spec.palate.on_policy_rows
+    if rows < 0:
+        raise ConfigError(f"on_policy_rows={rows}: give a number of training rows (0 switches it off).")
+    if rows and spec.kind != "dpo":
+        raise ConfigError(f"on_policy_rows={rows} is a DPO setting (it replaces rejected answers); "
+                          f"palate train {spec.kind} has none. Remove it.")
 
 
 def check_length_buckets(spec: JobSpec) -> None:

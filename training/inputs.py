@@ -43,11 +43,17 @@ class PreparedData:
     sha256: str
     report: ValidationReport
     rows: list[dict] = field(default_factory=list)  # what the trainer gets (possibly capped)
+    listings: list[dict | None] = field(default_factory=list)  # each row's `listing` facts (None: the row had none)
 
     def record(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "format": self.report.format,
                 "rows_in_file": self.report.kept + len(self.report.errors), "rows_kept": self.report.kept,
                 "rows_dropped": self.report.dropped, "rows_used": len(self.rows)}
+
+    def reorder(self, order: list[int]) -> None:
+        """Put the rows (and their listings) in the order of the row indices `order`."""
+        self.rows = [self.rows[i] for i in order]
+        self.listings = [self.listings[i] for i in order]
 
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
@@ -70,7 +76,8 @@ def prepare_data(kind: DataKind, path: Path | str, allow_invalid_rows: bool = Fa
     rows = report.rows[:max_rows] if max_rows else list(report.rows)
     if kind == "sft":
         rows = to_prompt_completion(rows)
-    return PreparedData(path=path, sha256=sha256_path(path), report=report, rows=rows)
+    return PreparedData(path=path, sha256=sha256_path(path), report=report, rows=rows,
+                        listings=report.listings[:len(rows)])
 
 
 def _text_length(value) -> int:
@@ -88,18 +95,18 @@ def row_length(row: dict) -> int:
     return _text_length(row.get("prompt", "")) + max((_text_length(a) for a in answers), default=0)
 
 
-def length_bucketed(rows: list[dict], batch_size: int, batches_per_bucket: int, seed: int) -> list[dict]:
+def length_bucketed(rows: list, batch_size: int, batches_per_bucket: int, seed: int, length=row_length) -> list:
     """Rows shuffled with `seed`, then each run of `batches_per_bucket` batches sorted by length and cut into
     batches, whose order inside the run is shuffled again. Every row stays, each once; a prefix of the result is still
     a random sample of the rows (the sort never reaches past one run), and a batch pads to a similar length instead of
-    to the longest of random rows."""
+    to the longest of random rows. `length(row)` measures a row (default: `row_length`)."""
     rng = random.Random(f"length-buckets:{seed}")
     order = list(rows)
     rng.shuffle(order)
     span = batch_size * batches_per_bucket
-    out: list[dict] = []
+    out: list = []
     for start in range(0, len(order), span):
-        run = sorted(order[start:start + span], key=row_length)
+        run = sorted(order[start:start + span], key=length)
         batches = [run[i:i + batch_size] for i in range(0, len(run), batch_size)]
         rng.shuffle(batches)
         out.extend(row for batch in batches for row in batch)

@@ -34,8 +34,9 @@ from core.training_progress import progress_path
 from training import distributed
 from training.config import JobSpec, resolve_job
 from training.data import ensure_dataset
-from training.inputs import PreparedData, base_model_info, length_bucketed, prepare_data
+from training.inputs import PreparedData, base_model_info, length_bucketed, prepare_data, row_length
 from training.metrics import GracefulInterrupt, MetricsRecorder, ProgressReporter, final_metrics, plot_metrics
+from training.onpolicy import ON_POLICY_FILE, Sampling, with_on_policy_rejections
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -93,8 +94,8 @@ def _resolve_inputs(spec: JobSpec, log) -> tuple[PreparedData, PreparedData | No
     if eval_path:
         evaluation = prepare_data(spec.kind, project_path(eval_path), args.allow_invalid_rows, args.max_eval_rows, log)
     if args.length_buckets:
-        train.rows = length_bucketed(train.rows, spec.trl.per_device_train_batch_size, args.length_buckets,
-                                     spec.trl.seed)
+        train.reorder(length_bucketed(list(range(len(train.rows))), spec.trl.per_device_train_batch_size,
+                                      args.length_buckets, spec.trl.seed, length=lambda i: row_length(train.rows[i])))
     log(f"data: {train.path} ({len(train.rows)} rows used of {train.report.kept} valid"
         + (f", in length buckets of {args.length_buckets} batches" if args.length_buckets else "") + ")"
         + (f"; eval: {evaluation.path} ({len(evaluation.rows)} rows)" if evaluation else "; no eval data"))
@@ -319,6 +320,9 @@ def _train_evaluate_register(spec: JobSpec, name: str, registry: AdapterRegistry
                              progress: ProgressReporter, log) -> AdapterVersion:
     run_dir, last_checkpoint = plan.run_dir, plan.last_checkpoint
     model, tokenizer = load_model(spec, plan.model_dir, plan.parent)
+    extra = {}
+    if spec.palate.on_policy_rows:
+        plan.train.rows, extra["on_policy"] = _on_policy_rejections(spec, model, tokenizer, plan, log)
     recorder = MetricsRecorder(run_dir / "metrics.json")
     if last_checkpoint:  # keep the curve of the interrupted run: its log history is in the checkpoint
         state = json.loads((Path(last_checkpoint) / "trainer_state.json").read_text())
@@ -343,7 +347,15 @@ def _train_evaluate_register(spec: JobSpec, name: str, registry: AdapterRegistry
               "global_step": result.global_step,
               "resumed_from": Path(last_checkpoint).name if last_checkpoint else None}
     return _register(spec, name, registry, trainer, recorder, plan.base, plan.train, plan.evaluation, plan.parent,
-                     run_dir, timing, log, evaluation_record)
+                     run_dir, timing, log, {"evaluation": evaluation_record, **extra})
+
+
+def _on_policy_rejections(spec: JobSpec, model, tokenizer, plan: JobPlan, log) -> tuple[list[dict], dict]:
+    """The training rows with the parent's own wrong answers as rejected (training/onpolicy.py), sampled on rank 0
+    (kept in the run directory, so a resumed job reuses them) and shared with the other ranks."""
+    return distributed.on_main_then_share(lambda: with_on_policy_rejections(
+        model, tokenizer, plan.train.rows, plan.train.listings, spec.palate.on_policy_rows, Sampling.arena(),
+        spec.trl.seed, plan.run_dir / ON_POLICY_FILE, log))
 
 
 def evaluate_held_out(trainer, spec: JobSpec) -> dict:
@@ -366,7 +378,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def _register(spec, name, registry, trainer, recorder, base, train, evaluation, parent, run_dir, timing, log,
-              evaluation_record=None):
+              extra: dict):
     saved = run_dir / "saved"
     if distributed.is_main():
         shutil.rmtree(saved, ignore_errors=True)
@@ -378,7 +390,7 @@ def _register(spec, name, registry, trainer, recorder, base, train, evaluation, 
     # Rank 0 registers; the others wait for the reference it registered (or its error).
     ref = distributed.on_main_then_share(
         lambda: _register_main(spec, name, registry, recorder, base, train, evaluation, parent, run_dir, timing, log,
-                               {"distributed": world, "evaluation": evaluation_record}).ref)
+                               {"distributed": world, **extra}).ref)
     adapter_name, version = parse_ref(ref)
     return registry.get(adapter_name, version)
 
@@ -392,6 +404,8 @@ def _stage_final(spec, name, version, recorder, run_dir) -> Path:
         shutil.copy2(saved / file_name, final_dir / file_name)
     if (run_dir / "logs").is_dir():
         shutil.copytree(run_dir / "logs", final_dir / "logs")
+    if (run_dir / ON_POLICY_FILE).is_file():  # what DPO pushed down: the parent's own answers, with the reasons
+        shutil.copy2(run_dir / ON_POLICY_FILE, final_dir / ON_POLICY_FILE)
     history = recorder.history
     (final_dir / "metrics.json").write_text(json.dumps(history, indent=1))
     plot_metrics(history, final_dir / "metrics.png", f"{name}@{version} ({spec.kind}, profile {spec.palate.profile})")

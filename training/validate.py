@@ -48,6 +48,7 @@ class ValidationReport:
     kind: DataKind
     format: str | None = None  # "conversational" | "standard" (of the kept rows)
     rows: list[dict] = field(default_factory=list)
+    listings: list[dict | None] = field(default_factory=list)  # each kept row's `listing` facts, when it has them
     errors: list[LineError] = field(default_factory=list)
     blank_lines: int = 0
 
@@ -197,4 +198,5 @@ def validate_file(path: Path | str, kind: DataKind) -> ValidationReport:
                     f"{fmt} row in a file whose line {first_format_line} set the {report.format} format"))
                 continue
             report.rows.append(cleaned)
+            report.listings.append(row["listing"] if isinstance(row.get("listing"), dict) else None)
     return report

@@ -1,0 +1,87 @@
+"""On-policy rejections (training/onpolicy.py): the parent's own wrong answers become DPO's rejected answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.config import ConfigError
+from training.config import resolve_job
+from training.onpolicy import ON_POLICY_FILE, why_rejected
+
+FACTS = {"property_type": "townhouse", "beds": 2, "baths": 2.0, "area_sqft": 1030, "neighbourhood": "Stonebridge",
+         "transit": "a 17-minute walk to the King Street streetcar", "transit_minutes": 17, "monthly_fee": 550,
+         "year_built": 1979, "condition": None, "features": ["gas range"], "unstated": []}
+GROUNDED = ("2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, a 17-minute walk to the King Street streetcar. "
+            "Built in 1979, with a gas range. Fees are $550 a month.")
+
+
+def test_a_grounded_complete_answer_has_nothing_wrong():
+    assert why_rejected(GROUNDED, FACTS, cut=False) == []
+
+
+def test_fused_numbers_missing_facts_and_cut_answers_are_rejected():
+    fused = GROUNDED.replace("2-bed", "17-bed")  # the minutes in the beds' role, as the quick adapters wrote
+    assert any("beds" in r for r in why_rejected(fused, FACTS, cut=False))
+    short = "2-bed, 2-bath townhouse in Stonebridge."
+    assert "missing feature: gas range" in why_rejected(short, FACTS, cut=False)
+    assert why_rejected(GROUNDED, FACTS, cut=True) == ["cut by the length limit"]
+    assert why_rejected(short, None, cut=True) == []  # no facts to judge by: the row keeps its written pair
+
+
+def test_on_policy_rows_is_refused_where_it_would_do_nothing():
+    with pytest.raises(ConfigError, match="on_policy_rows=8 is a DPO setting"):
+        resolve_job("sft", overrides={"on_policy_rows": 8})
+    with pytest.raises(ConfigError, match="on_policy_rows=-1"):
+        resolve_job("dpo", overrides={"on_policy_rows": -1})
+
+
+def test_the_first_rows_reject_the_models_own_wrong_answers_and_a_resume_reuses_them(tiny_model_dir, small_dataset,
+                                                                                      tmp_path, tiny_overrides):
+    from training.inputs import prepare_data
+    from training.jobs import load_model
+    from training.onpolicy import Sampling, with_on_policy_rejections
+
+    spec = resolve_job("dpo", overrides={**tiny_overrides, "output_dir": str(tmp_path / "out")})
+    model, tokenizer = load_model(spec, tiny_model_dir, None)
+    data = prepare_data("dpo", small_dataset["prefs_train"])
+    cache = tmp_path / ON_POLICY_FILE
+    sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=24)
+    rows, summary = with_on_policy_rejections(model, tokenizer, data.rows, data.listings, 3, sampling, 0, cache,
+                                              log=lambda *_: None)
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert [r["row"] for r in records] == [0, 1, 2] and summary["sampled"] == 3
+    # a 2-layer random model writes nothing grounded (and never ends within 24 tokens): every answer is wrong
+    assert summary["replaced"] == 3 and all("cut by the length limit" in r["reasons"] for r in records)
+    for record in records:
+        row = rows[record["row"]]
+        assert row["rejected"] == [{"role": "assistant", "content": record["answer"]}]
+        assert row["chosen"] == data.rows[record["row"]]["chosen"] and row["prompt"] == data.rows[record["row"]]["prompt"]
+    assert rows[3:] == data.rows[3:]  # the rest keep their written near-misses
+
+    class NoSampling:  # a resumed job must read the cache, not sample again
+        def __getattr__(self, name):
+            raise AssertionError(f"sampled again ({name})")
+
+    again, _ = with_on_policy_rejections(NoSampling(), tokenizer, data.rows, data.listings, 3, sampling, 0, cache,
+                                         log=lambda *_: None)
+    assert again == rows
+
+
+def test_dpo_job_records_what_it_pushed_down(trained, tiny_model_dir, small_dataset, tmp_path, tiny_overrides):
+    """The real job: the registered version keeps the sampled answers (a file covered by its content hash) and a
+    summary with the sampling used - the arena's."""
+    from core.registry import AdapterRegistry
+    from training.jobs import train_dpo
+
+    root, sft, _ = trained
+    adapter = train_dpo(model_dir=tiny_model_dir, data=small_dataset["prefs_train"], registry_root=root,
+                        name="dpo_onpolicy", parent=sft.ref, log=lambda *_: None,
+                        overrides={**tiny_overrides, "on_policy_rows": 2, "run_root": str(tmp_path / "runs")})
+    summary = adapter.meta["on_policy"]
+    records = [json.loads(line) for line in (adapter.path / ON_POLICY_FILE).read_text().splitlines()]
+    assert summary["sampled"] == len(records) == 2 and summary["replaced"] == 2
+    assert summary["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192}  # configs/arena.yaml
+    assert adapter.meta["config"]["palate"]["on_policy_rows"] == 2
+    assert AdapterRegistry(root).verify(adapter) is None
