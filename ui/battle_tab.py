@@ -13,8 +13,8 @@ import gradio as gr
 
 from core.arena_config import REASON_TAGS
 from core.arena_client import ArenaClientError
-from ui.context import (ENTER_HINT, FINISH_WORDS, FLAG_WORDS, REASON_WORDS, UiContext, plain_messages, ticking,
-                        waiting_words)
+from ui.context import (ENTER_HINT, FINISH_WORDS, FLAG_WORDS, REASON_WORDS, SEND_TRIGGER, UiContext, plain_messages,
+                        ticking, waiting_words)
 
 CHOICES = [("A is better", "A", "vote-a"), ("B is better", "B", "vote-b"), ("Tie", "tie", "vote-tie"),
            ("Both are bad", "both_bad", "vote-both-bad")]
@@ -201,8 +201,9 @@ def build_battle_tab(ctx: UiContext) -> None:
     """Lay out the Battle tab and wire its events (call inside a gr.Tab)."""
     w, h = _Widgets(ctx), _Handlers(ctx)
     inputs = [w.prompt, w.state, w.pane_a, w.pane_b]
-    runs = [w.send.click(h.send, inputs, w.outputs), w.prompt.submit(h.send, inputs, w.outputs),
-            w.regenerate.click(h.regenerate, [w.state, w.pane_a, w.pane_b], w.outputs)]
+    runs = [w.send.click(h.send, inputs, w.outputs, **SEND_TRIGGER),
+            w.prompt.submit(h.send, inputs, w.outputs, **SEND_TRIGGER),
+            w.regenerate.click(h.regenerate, [w.state, w.pane_a, w.pane_b], w.outputs, **SEND_TRIGGER)]
     w.stop.click(h.stopped, [w.state, w.pane_a, w.pane_b], w.outputs, cancels=runs)
     for button, (_, choice, _) in zip(w.vote_buttons, CHOICES):
         button.click(h.vote_for(choice), [w.state, w.reasons, w.comment, w.pane_a, w.pane_b],

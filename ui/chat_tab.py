@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from core.arena_client import ArenaClientError
-from ui.context import ENTER_HINT, UiContext, plain_messages, ticking, waiting_words
+from ui.context import ENTER_HINT, SEND_TRIGGER, UiContext, plain_messages, ticking, waiting_words
 from ui.sampling import sampling_body, sampling_controls
 
 
@@ -60,7 +60,7 @@ def build_chat_tab(ctx: UiContext) -> gr.Dropdown:
 
     outputs = [chat, status, prompt, send, stop]
     inputs = [model, prompt, chat, system, max_tokens, temperature, seed]
-    runs = [send.click(run, inputs, outputs), prompt.submit(run, inputs, outputs)]
+    runs = [send.click(run, inputs, outputs, **SEND_TRIGGER), prompt.submit(run, inputs, outputs, **SEND_TRIGGER)]
     stop.click(lambda: ("Stopped: the answer was aborted.", gr.Button(interactive=True), gr.Button(interactive=False)),
                None, [status, send, stop], cancels=runs)
     clear.click(lambda: ([], ""), None, [chat, status])

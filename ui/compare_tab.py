@@ -8,7 +8,7 @@ import time
 import gradio as gr
 
 from core.arena_client import ArenaClientError
-from ui.context import ENTER_HINT, FINISH_WORDS, UiContext, ticking, waiting_words
+from ui.context import ENTER_HINT, FINISH_WORDS, SEND_TRIGGER, UiContext, ticking, waiting_words
 from ui.diff import diff_panel_html
 from ui.sampling import sampling_body, sampling_controls
 
@@ -114,7 +114,7 @@ def build_compare_tab(ctx: UiContext) -> gr.CheckboxGroup:
     run = _Compare(ctx).run
     outputs = [*panes, status, diff, texts, send, stop]
     inputs = [models, prompt, show_diff, system, max_tokens, temperature, seed]
-    runs = [send.click(run, inputs, outputs), prompt.submit(run, inputs, outputs)]
+    runs = [send.click(run, inputs, outputs, **SEND_TRIGGER), prompt.submit(run, inputs, outputs, **SEND_TRIGGER)]
     stop.click(lambda: ("Stopped: every answer was aborted.", gr.Button(interactive=True),
                         gr.Button(interactive=False)), None, [status, send, stop], cancels=runs)
     show_diff.change(toggle_diff, [show_diff, texts], [diff])

@@ -16,6 +16,10 @@ from core.arena_client import ArenaClient
 NOTICE = ("Prompts, answers and votes are stored on this server and may become training data. "
           "Please don't type anything private.")
 ENTER_HINT = "Enter sends · Shift+Enter starts a new line"
+# For Send, Enter and Regenerate. Gradio's default trigger_mode "once" silently drops a press while the event
+# before it is still pending, and an answer's event stays pending a moment after its last frame is shown (votes
+# open, Send enabled): a quick follow-up typed then was lost. "always_last" runs it when that event has ended.
+SEND_TRIGGER = {"trigger_mode": "always_last"}
 FINISH_WORDS = {"stop": "finished", "length": "stopped at the length limit", "error": "failed"}
 FLAG_WORDS = {"identity_leak": "named a model, so this vote is not counted in the ratings",
               "truncated": "was cut off at the length limit", "error": "failed", "empty": "was empty"}

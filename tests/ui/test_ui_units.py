@@ -87,3 +87,19 @@ def test_training_line_shows_active_jobs_and_recent_failures_only():
     assert "dpo@1: training, step 3/18" in text and "new@1: training failed (y)" in text
     assert "sft@1" not in text and "old@1" not in text
     assert training_markdown({"jobs": [view["jobs"][1]]}, now) == ""  # nothing training: no line at all
+
+
+def test_send_enter_and_regenerate_are_never_dropped_while_an_answer_is_closing():
+    """Gradio's default trigger_mode ("once") drops a press made while the event before it is still pending, which
+    it is for a moment after the answer's last frame (Send enabled, votes open): a quick follow-up was lost."""
+    from ui.app import build_arena_ui
+
+    demo = build_arena_ui("http://127.0.0.1:9")
+    ids = {block._id: getattr(block, "elem_id", None) for block in demo.blocks.values()}
+    modes = {}
+    for dep in demo.config["dependencies"]:
+        for target, event in dep["targets"]:
+            modes[(ids.get(target), event)] = dep["trigger_mode"]
+    sending = [("send", "click"), ("prompt", "submit"), ("regenerate", "click"), ("chat-send", "click"),
+               ("chat-prompt", "submit"), ("compare-send", "click"), ("compare-prompt", "submit")]
+    assert {key: modes.get(key) for key in sending} == {key: "always_last" for key in sending}
