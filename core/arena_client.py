@@ -52,7 +52,10 @@ class ArenaClient:
 
     def _client(self) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers)
+        # retries: a connection that could not be made (refused, timed out) is tried twice more; nothing was sent
+        # yet, so this never repeats a battle or a vote (seen in CI: one ConnectTimeout under load ended a loop)
+        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers,
+                                 transport=httpx.AsyncHTTPTransport(retries=2))
 
     async def _stream(self, path: str, body: dict, judge: str | None = None) -> AsyncIterator[dict]:
         # The judge header gives each browser session its own share of the engine (server/admission.py).
