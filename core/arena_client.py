@@ -50,8 +50,9 @@ class ArenaClient:
         self.api_key = api_key
         self.ui_version = ui_version
 
-    def _client(self) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    def _client(self, token: str | None) -> httpx.AsyncClient:
+        """A client sending `token` (the API key, or the admin token for the export) as its bearer token."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         # retries: a connection that could not be made (refused, timed out) is tried twice more; nothing was sent
         # yet, so this never repeats a battle or a vote (seen in CI: one ConnectTimeout under load ended a loop)
         return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, headers=headers,
@@ -60,7 +61,7 @@ class ArenaClient:
     async def _stream(self, path: str, body: dict, judge: str | None = None) -> AsyncIterator[dict]:
         # The judge header gives each browser session its own share of the engine (server/admission.py).
         headers = {"X-Palate-Judge": judge} if judge else None
-        async with self._client() as client:
+        async with self._client(self.api_key) as client:
             async with client.stream("POST", path, json=body, headers=headers) as response:
                 if response.status_code != 200:
                     raise _error(response, await response.aread())
@@ -96,7 +97,7 @@ class ArenaClient:
                     yield text
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict:
-        async with self._client() as client:
+        async with self._client(self.api_key) as client:
             response = await client.request(method, path, **kwargs)
         if response.status_code != 200:
             raise _error(response)
@@ -120,9 +121,8 @@ class ArenaClient:
 
     async def export(self, admin_token: str | None = None, format: str = "dpo") -> dict:
         """The votes as training rows; the server needs the admin token unless its export_access is open."""
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client:
-            headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-            response = await client.get("/v1/arena/export", params={"format": format}, headers=headers)
+        async with self._client(admin_token) as client:
+            response = await client.get("/v1/arena/export", params={"format": format})
         if response.status_code != 200:
             raise _error(response)
         return response.json()
