@@ -222,8 +222,11 @@ def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:
     quiet = lambda *a, **k: None  # noqa: E731
     # No warm-up and a high learning rate: two steps must move the adapter far enough that its greedy output
     # differs from the base model's, or tests that compare engines could not tell an ignored adapter apart.
+    # Pairs of short rows: each step costs a third of the quick profile's 4 x 384 tokens (the live server's
+    # fixture trains these before the first engine test can start).
     overrides = {"max_steps": steps, "logging_steps": 1, "save_strategy": "no", "max_eval_rows": 4,
-                 "warmup_steps": 0, "learning_rate": 2e-3}
+                 "warmup_steps": 0, "learning_rate": 2e-3, "per_device_train_batch_size": 2,
+                 "per_device_eval_batch_size": 4, "max_length": 256, "max_train_rows": 8}
     sft = train_sft(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     dpo = train_dpo(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     return {"sft": sft, "dpo": dpo}

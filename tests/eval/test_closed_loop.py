@@ -42,14 +42,16 @@ def test_closed_loop(live_server, prompts, tmp_path):
         server=live_server.url, admin_token=live_server.admin_token, votes=VOTES, min_pairs=2, max_votes=60,
         prompts=prompts,
         registry=live_server.registry_root, database_url=live_server.database_url, name="dpo", parent="dpo",
-        max_steps=2, train_flags=["--per_device_train_batch_size", "2", "--max_length", "320", "--logging_steps", "1",
+        max_steps=2, train_flags=["--per_device_train_batch_size", "2", "--max_length", "256", "--logging_steps", "1",
                                   "--save_strategy", "no", "--max_eval_rows", "4"],
         # 8 battles in flight: 16 sequences, the test server's max_num_seqs (the votes are what is tested, not
         # the CLI's default of 4)
-        out_dir=tmp_path / "loop", max_tokens=192, concurrency=8, progress=lambda _: None,
+        # 96 tokens a side (the arena's default is 192): the votes, the export and the gate's generations are what
+        # is tested, not the answers' length; half the tokens halve the two generation steps.
+        out_dir=tmp_path / "loop", max_tokens=96, concurrency=8, progress=lambda _: None,
         # two DPO steps cannot be expected to beat their parent: the gate runs, and the move is recorded as forced
         # unless the evidence happened to pass
-        promote_pairs=8, promote_prompts=4, force_promote=True)
+        promote_pairs=4, promote_prompts=4, force_promote=True)
     try:
         record = asyncio.run(run_loop(settings))
 

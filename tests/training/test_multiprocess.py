@@ -2,7 +2,7 @@
 
 - SFT then DPO on the embedded model, 2 processes, a few steps: one version each, world size 2 recorded, held-out
   metrics equal to a one-process evaluation over every held-out row, DPO's reference is the parent on every rank,
-  the adapter passes preflight and the real engine serves it.
+  the adapter passes preflight and the real engine serves the registry they wrote.
 - SIGKILL one rank mid-run: non-zero exit naming it, nothing registered, the same command resumes and registers.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from core.config import PROJECT_ROOT
 from core.registry import AdapterRegistry
+from tests.helpers import start_server
 
 pytestmark = [pytest.mark.multiprocess]
 
@@ -110,31 +112,31 @@ def test_sft_then_dpo_on_two_processes(two_process_runs, base_model_dir, small_d
 
 @pytest.mark.e2e
 @pytest.mark.engine
-def test_the_two_process_adapter_passes_preflight_and_is_served(two_process_runs, live_server):
+def test_the_two_process_adapter_passes_preflight_and_is_served(two_process_runs, base_model_dir, tmp_path):
+    """The registry the two-process runs wrote is served as it is: a server of its own on a copy of it (not the
+    session's live server, which would first train adapters of its own in this run)."""
     from server.preflight import BaseModelFacts, check_adapter
     from training.inputs import base_model_info
 
     registry, _, _ = two_process_runs
     dpo = registry.get("dpo", 1)
-    info = base_model_info(Path(live_server.extra.get("model_dir", PROJECT_ROOT / "models" / "base")))
+    info = base_model_info(base_model_dir)
     facts = BaseModelFacts.from_model_dir(Path(info["path"]), info["id"], info["weights_sha256"])
     assert check_adapter(dpo.path, facts, max_lora_rank=32)["r"] == dpo.meta["lora"]["r"]
 
-    served = AdapterRegistry(live_server.registry_root)
-    copy = served.add("dpo-2proc", dpo.path, dict(dpo.meta), move_alias=False)
-    served.promote("dpo-2proc", copy.ref, {"reason": "multi-process test"}, forced=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        models = {m["id"] for m in httpx.get(f"{live_server.v1}/models", timeout=10).json()["data"]}
-        if "dpo-2proc" in models:
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the server never loaded dpo-2proc:\n" + live_server.log_tail())
-    reply = httpx.post(f"{live_server.v1}/chat/completions", timeout=120, json={
-        "model": "dpo-2proc", "messages": [{"role": "user", "content": "Describe a 2-bed flat."}],
-        "max_tokens": 8, "temperature": 0}).json()
-    assert reply["model"] == copy.ref and reply["choices"][0]["message"]["content"]
+    served = tmp_path / "adapters"
+    shutil.copytree(registry.root, served)
+    server = start_server(tmp_path / "server", served, mount_arena=False)
+    try:
+        models = {m["id"]: m for m in httpx.get(f"{server.v1}/models", timeout=30).json()["data"]}
+        assert {"base", "sft", "dpo"} <= set(models), server.log_tail()
+        assert models["dpo"]["root"] == "dpo@1"
+        reply = httpx.post(f"{server.v1}/chat/completions", timeout=120, json={
+            "model": "dpo", "messages": [{"role": "user", "content": "Describe a 2-bed flat."}],
+            "max_tokens": 8, "temperature": 0}).json()
+        assert reply["model"] == "dpo@1" and reply["choices"][0]["message"]["content"], reply
+    finally:
+        server.stop()
 
 
 def _rank_pids(launcher_pid: int) -> dict[int, int]:
