@@ -65,7 +65,8 @@ def test_leaving_the_demo_interrupts_its_training_with_a_checkpoint(tmp_path):
 
     registry, log = tmp_path / "adapters", tmp_path / "train.log"
     with background_training(registry, "quick", ["--max_steps", "400", "--save_steps", "1", "--logging_steps", "1",
-                                                 "--max_eval_rows", "2"], log) as child:
+                                                 "--max_eval_rows", "2", "--per_device_train_batch_size", "2",
+                                                 "--max_length", "256"], log) as child:
         deadline = time.time() + 300
         while time.time() < deadline and child.poll() is None:
             if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
