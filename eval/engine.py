@@ -1,4 +1,5 @@
-"""The serving engine, set up for scoring: Palate's `VllmEngine` with two settings that honest margins need.
+"""The serving engine, set up for scoring: Palate's `VllmEngine` with two settings that honest margins need, and
+one that makes it fast on CPU.
 
 1. float32 arithmetic. The weights are bf16 values, exactly representable in float32, so float32 gives the log-probs
    of the stored model. In bf16 the same engine drifts 0.3-0.5 nats per ~60-token answer from that (measured on
@@ -9,6 +10,9 @@
    log-probs arrive per *token*: the engine core dies on the first `prompt_logprobs` request (einsum shape error;
    vllm-project/vllm#16668, #29955). PEFT adapters trained by Palate never touch lm_head, so leaving it unwrapped
    changes nothing they compute.
+3. On CPU, the worker on every core. vLLM pins its worker to one core and reserves the rest for the scheduler and an
+   API process; a scoring engine has no API process, and on 2 cores the default left margin scoring at 0.63x of
+   transformers + PEFT, against 1.19x with the worker on both (benchmarks/RESULTS.md, 2026-12-03).
 
 The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
 `VllmEngine`'s own (`core.lora.ENGINE_LORA_LAYERS`), so the server's engine is safe to score with too.
@@ -31,6 +35,7 @@ def scoring_engine(model_dir: Path | str, vllm_cfg: Any, dtype: str = "float32")
     # VllmEngine already restricts LoRA to the projection layers, which keeps prompt log-probs safe with LoRA on.
     engine = VllmEngine(Path(model_dir), vllm_cfg.model_copy(update={"dtype": dtype}))
     engine.dtype = dtype
+    engine.worker_on_every_core = True  # no API process beside it: the worker may have every core (point 3)
     return engine
 
 

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ log = logging.getLogger("palate.engine.vllm")
 
 class VllmEngine:
     name = "vllm"
+    # On CPU vLLM pins its one worker to one core and keeps the others for the scheduler and the API process (on a
+    # 2-core machine: half the machine). An engine with no API process beside it - the scoring engine of
+    # `eval/engine.py` - sets this to give the worker every core this process may use (`_worker_cores`).
+    worker_on_every_core = False
 
     def __init__(self, model_dir: Path, cfg: VllmConfig, served_model_name: str = "base"):
         self.model_dir = Path(model_dir)
@@ -83,7 +88,8 @@ class VllmEngine:
         claim_engine()  # the engine's processes watch this one and die with it, even on SIGKILL (lifeline.py)
         args = self.engine_args()
         log.info("engine dtype: %s (vllm.dtype: %s)", args.dtype, self.cfg.dtype)
-        self._llm = AsyncLLM.from_engine_args(args)
+        with _worker_cores(self.worker_on_every_core):
+            self._llm = AsyncLLM.from_engine_args(args)  # spawns the engine processes: they inherit the environment
 
     def _choose_lora_kernels(self) -> None:
         """Tell the engine processes (through the environment they inherit) whether to use Palate's CPU LoRA kernels;
@@ -288,3 +294,30 @@ class VllmEngine:
 def _finite(logprobs: Any) -> bool:
     """False when a logprob is NaN or infinite, i.e. the logits were."""
     return all(math.isfinite(value) for value in logprobs)
+
+
+@contextmanager
+def _worker_cores(every_core: bool):
+    """With `every_core` on a CPU platform, bind vLLM's worker to every core of this process's affinity while the
+    engine processes are spawned (`VLLM_CPU_OMP_THREADS_BIND`, no core reserved), then restore the environment so
+    later engines in this process get vLLM's default. A value the user exported wins (setdefault)."""
+    from vllm.platforms import current_platform
+
+    if not every_core or not current_platform.is_cpu():
+        yield
+        return
+    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    wanted = {"VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    saved = {key: os.environ.get(key) for key in wanted}
+    for key, value in wanted.items():
+        os.environ.setdefault(key, value)
+    log.info("vLLM CPU worker bound to cores %s (no API process beside this engine)",
+             os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
