@@ -11,8 +11,8 @@ one that makes it fast on CPU.
    vllm-project/vllm#16668, #29955). PEFT adapters trained by Palate never touch lm_head, so leaving it unwrapped
    changes nothing they compute.
 3. On CPU, the worker on every core. vLLM pins its worker to one core and reserves the rest for the scheduler and an
-   API process; a scoring engine has no API process, and on 2 cores the default left margin scoring at 0.63x of
-   transformers + PEFT, against 1.19x with the worker on both (benchmarks/RESULTS.md, 2026-12-03).
+   API process; a scoring engine has no API process, and on 2 cores the default left an adapter's margin scoring at
+   0.76x of transformers + PEFT, against 1.43x with the worker on both (benchmarks/RESULTS.md, 2026-12-03).
 
 The dtype is the caller's choice (float32 by default, whatever the server config says); the LoRA target list is
 `VllmEngine`'s own (`core.lora.ENGINE_LORA_LAYERS`), so the server's engine is safe to score with too.
