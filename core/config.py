@@ -57,7 +57,11 @@ class VllmConfig(_Strict):
     max_num_seqs: int = Field(32, description="Sequences scheduled together.")
     gpu_memory_utilization: float = Field(0.5, description="Share of device memory vLLM may take (GPU only).")
     kv_cache_space_gib: int = Field(2, description="VLLM_CPU_KVCACHE_SPACE: KV cache size in GiB on CPU.")
-    cpu_threads: int | None = Field(None, description="OMP threads for the CPU engine; None lets vLLM decide.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Threads of the engine's worker. On CPU it binds the worker to this many cores of the "
+        "server's affinity (VLLM_CPU_OMP_THREADS_BIND: vLLM sizes the worker's OpenMP pool from its binding); on a "
+        "GPU it sets OMP_NUM_THREADS. None: vLLM's choice (on CPU one NUMA node's cores less one, kept for the "
+        "scheduler and the API process: on a 2-core machine one core computes).")
     enable_lora: bool = Field(True, description="Serve LoRA adapters (the point of Palate); off only for benchmarks.")
     max_loras: int = Field(4, description="Adapters active in one batch.")
     max_lora_rank: int | None = Field(

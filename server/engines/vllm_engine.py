@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.config import EMPTY_REGISTRY_LORA_RANK, VllmConfig, engine_dtype
+from core.config import EMPTY_REGISTRY_LORA_RANK, ConfigError, VllmConfig, engine_dtype
 from core.lora import ENGINE_LORA_LAYERS
 from server.engines.base import (AdapterHandle, Candidate, Delta, EngineError, EngineRequestError, Sampling,
                                  NonFiniteOutput, TokenLogprob, non_finite)
@@ -36,6 +36,11 @@ class VllmEngine:
         self.max_model_len = cfg.max_model_len
         self._llm: Any = None
         self._tokenizer: Any = None
+        if cfg.cpu_threads is not None:  # refuse a vllm.cpu_threads the CPU worker could not honour now, not at start
+            from vllm.platforms import current_platform
+
+            if current_platform.is_cpu():
+                cpu_worker_cores(cfg)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def engine_args(self) -> Any:
@@ -76,19 +81,23 @@ class VllmEngine:
     async def start(self) -> None:
         # vLLM reads these at import/start time; config wins over a stray environment only when unset.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.cfg.kv_cache_space_gib))
-        if self.cfg.cpu_threads:
-            os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
         from transformers import AutoTokenizer
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         from server.engines.lifeline import claim_engine
+
+        on_cpu = current_platform.is_cpu()
+        cores = cpu_worker_cores(self.cfg, self.worker_on_every_core) if on_cpu else None
+        if self.cfg.cpu_threads and not on_cpu:  # GPU workers take an exported OMP_NUM_THREADS as it is
+            os.environ.setdefault("OMP_NUM_THREADS", str(self.cfg.cpu_threads))
 
         self._choose_lora_kernels()
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
         claim_engine()  # the engine's processes watch this one and die with it, even on SIGKILL (lifeline.py)
         args = self.engine_args()
         log.info("engine dtype: %s (vllm.dtype: %s)", args.dtype, self.cfg.dtype)
-        with _worker_cores(self.worker_on_every_core):
+        with _worker_cores(cores):
             self._llm = AsyncLLM.from_engine_args(args)  # spawns the engine processes: they inherit the environment
 
     def _choose_lora_kernels(self) -> None:
@@ -296,23 +305,51 @@ def _finite(logprobs: Any) -> bool:
     return all(math.isfinite(value) for value in logprobs)
 
 
-@contextmanager
-def _worker_cores(every_core: bool):
-    """With `every_core` on a CPU platform, bind vLLM's worker to every core of this process's affinity while the
-    engine processes are spawned (`VLLM_CPU_OMP_THREADS_BIND`, no core reserved), then restore the environment so
-    later engines in this process get vLLM's default. A value the user exported wins (setdefault)."""
-    from vllm.platforms import current_platform
+def cpu_worker_cores(cfg: VllmConfig, every_core: bool = False, affinity: set[int] | None = None,
+                     environ: dict[str, str] | None = None) -> list[int] | None:
+    """The cores vLLM's CPU worker is bound to, or None for vLLM's own choice (one core per worker, the others kept
+    for the scheduler and the API process: on a 2-core machine, one core computes).
 
-    if not every_core or not current_platform.is_cpu():
+    vLLM 0.32 sizes the CPU worker's OpenMP pool from this binding and overwrites OMP_NUM_THREADS with its length, so
+    `vllm.cpu_threads: N` is applied here, as the last N cores of this process's `affinity`. `every_core` (an engine
+    with no API process beside it) binds to all of them when `cpu_threads` is unset. A ConfigError names what cannot
+    be honoured: more threads than cores, several workers (tensor / pipeline parallel), or an exported
+    VLLM_CPU_OMP_THREADS_BIND that would overrule the key."""
+    affinity = sorted(os.sched_getaffinity(0) if affinity is None else affinity)
+    environ = os.environ if environ is None else environ
+    threads = cfg.cpu_threads
+    if threads is None:
+        return affinity if every_core else None
+    if threads > len(affinity):
+        raise ConfigError(f"vllm.cpu_threads is {threads}, but this process may run on {len(affinity)} core(s) "
+                          f"({','.join(map(str, affinity))}); set it to at most {len(affinity)}, or null to let "
+                          "vLLM choose.")
+    workers = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    if workers > 1:
+        raise ConfigError(f"vllm.cpu_threads binds one CPU worker, but tensor_parallel_size x "
+                          f"pipeline_parallel_size = {workers} workers; set it to null and export "
+                          "VLLM_CPU_OMP_THREADS_BIND with one core list per worker ('0-3|4-7').")
+    if "VLLM_CPU_OMP_THREADS_BIND" in environ:
+        raise ConfigError(f"vllm.cpu_threads is {threads}, but VLLM_CPU_OMP_THREADS_BIND="
+                          f"{environ['VLLM_CPU_OMP_THREADS_BIND']!r} is exported and would choose the worker's cores "
+                          "instead; unset one of the two.")
+    return affinity[-threads:]
+
+
+@contextmanager
+def _worker_cores(cores: list[int] | None):
+    """Bind vLLM's CPU worker to `cores` while the engine processes are spawned (`VLLM_CPU_OMP_THREADS_BIND`, no
+    core reserved), then restore the environment so later engines in this process get their own choice. A binding
+    the user exported wins (setdefault; `cpu_worker_cores` refuses the one case where that would ignore a key).
+    None: vLLM's default."""
+    if cores is None:
         yield
         return
-    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    wanted = {"VLLM_CPU_OMP_THREADS_BIND": cores, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    wanted = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cores)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
     saved = {key: os.environ.get(key) for key in wanted}
     for key, value in wanted.items():
         os.environ.setdefault(key, value)
-    log.info("vLLM CPU worker bound to cores %s (no API process beside this engine)",
-             os.environ["VLLM_CPU_OMP_THREADS_BIND"])
+    log.info("vLLM CPU worker bound to cores %s", os.environ["VLLM_CPU_OMP_THREADS_BIND"])
     try:
         yield
     finally:
