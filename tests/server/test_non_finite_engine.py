@@ -10,6 +10,7 @@ greedy tokens and another adapter's, run in the same batch, are exactly what the
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 
 import pytest
@@ -32,6 +33,23 @@ def _nan_copy(source, target):
     return target
 
 
+def _worker_thread_cores() -> set[int]:
+    """The cores the threads of this process's vLLM worker may run on (from /proc, per thread)."""
+    import psutil
+
+    workers = [p for p in psutil.Process().children(recursive=True) if p.name() == "VLLM::Worker"]
+    assert workers, "no vLLM worker process found"
+    cores: set[int] = set()
+    for worker in workers:
+        for thread in os.listdir(f"/proc/{worker.pid}/task"):
+            status = open(f"/proc/{worker.pid}/task/{thread}/status").read()
+            listed = status.split("Cpus_allowed_list:")[1].split()[0]
+            for part in listed.split(","):
+                first, _, last = part.partition("-")
+                cores.update(range(int(first), int(last or first) + 1))
+    return cores
+
+
 def test_non_finite_logits_fail_their_request_alone(base_model_dir, random_adapter, tmp_path):
     from core.config import VllmConfig
     from eval.engine import scoring_engine
@@ -42,8 +60,11 @@ def test_non_finite_logits_fail_their_request_alone(base_model_dir, random_adapt
     bad = AdapterHandle("poison@1", 2, _nan_copy(random_adapter.path, tmp_path / "poison"))
 
     async def scenario():
-        engine = scoring_engine(base_model_dir, VllmConfig(max_model_len=512, max_num_seqs=8, kv_cache_space_gib=1))
+        # cpu_threads: 1 also checks, on the real engine, that the key binds vLLM's worker (see the end of the test)
+        engine = scoring_engine(base_model_dir, VllmConfig(max_model_len=512, max_num_seqs=8, kv_cache_space_gib=1,
+                                                           cpu_threads=1))
         await engine.start()
+        worker_cores.update(_worker_thread_cores())
         text = render_chat(engine.tokenizer(), [{"role": "user", "content": PROMPT}])
         prompt = engine.tokenizer()(text, add_special_tokens=False)["input_ids"]
 
@@ -64,7 +85,10 @@ def test_non_finite_logits_fail_their_request_alone(base_model_dir, random_adapt
         finally:
             await engine.shutdown()
 
+    worker_cores: set[int] = set()
     alone, (base, good_tokens, poisoned, scored), after = asyncio.run(scenario())
+    # vllm.cpu_threads: 1 wins over the scoring engine's every-core binding: all worker threads on the last core
+    assert worker_cores == {max(os.sched_getaffinity(0))}, worker_cores
     for failure in (poisoned, scored):
         assert isinstance(failure, NonFiniteOutput), failure
         assert "poison@1" in str(failure) and "non-finite" in str(failure)
