@@ -33,16 +33,20 @@ def _nan_copy(source, target):
     return target
 
 
-def _worker_thread_cores() -> set[int]:
-    """The cores the threads of this process's vLLM worker may run on (from /proc, per thread)."""
+def _workers() -> set[int]:
+    """Pids of the vLLM worker processes below this one."""
     import psutil
 
-    workers = [p for p in psutil.Process().children(recursive=True) if p.name() == "VLLM::Worker"]
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.name() == "VLLM::Worker"}
+
+
+def _thread_cores(workers: set[int]) -> set[int]:
+    """The cores the threads of these vLLM worker processes may run on (from /proc, per thread)."""
     assert workers, "no vLLM worker process found"
     cores: set[int] = set()
-    for worker in workers:
-        for thread in os.listdir(f"/proc/{worker.pid}/task"):
-            status = open(f"/proc/{worker.pid}/task/{thread}/status").read()
+    for pid in workers:
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            status = open(f"/proc/{pid}/task/{thread}/status").read()
             listed = status.split("Cpus_allowed_list:")[1].split()[0]
             for part in listed.split(","):
                 first, _, last = part.partition("-")
@@ -63,8 +67,9 @@ def test_non_finite_logits_fail_their_request_alone(base_model_dir, random_adapt
         # cpu_threads: 1 also checks, on the real engine, that the key binds vLLM's worker (see the end of the test)
         engine = scoring_engine(base_model_dir, VllmConfig(max_model_len=512, max_num_seqs=8, kv_cache_space_gib=1,
                                                            cpu_threads=1))
+        others = _workers()  # other engines' workers (the session server's) are descendants of this process too
         await engine.start()
-        worker_cores.update(_worker_thread_cores())
+        worker_cores.update(_thread_cores(_workers() - others))
         text = render_chat(engine.tokenizer(), [{"role": "user", "content": PROMPT}])
         prompt = engine.tokenizer()(text, add_special_tokens=False)["input_ids"]
 
