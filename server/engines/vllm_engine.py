@@ -26,7 +26,7 @@ class VllmEngine:
     name = "vllm"
     # On CPU vLLM pins its one worker to one core and keeps the others for the scheduler and the API process (on a
     # 2-core machine: half the machine). An engine with no API process beside it - the scoring engine of
-    # `eval/engine.py` - sets this to give the worker every core this process may use (`_worker_cores`).
+    # `eval/engine.py` - sets this to give the worker every core this process may use (`cpu_worker_cores`).
     worker_on_every_core = False
 
     def __init__(self, model_dir: Path, cfg: VllmConfig, served_model_name: str = "base"):
@@ -307,7 +307,7 @@ def _finite(logprobs: Any) -> bool:
 
 def cpu_worker_cores(cfg: VllmConfig, every_core: bool = False, affinity: set[int] | None = None,
                      environ: dict[str, str] | None = None) -> list[int] | None:
-    """The cores vLLM's CPU worker is bound to, or None for vLLM's own choice (one core per worker, the others kept
+    """The cores vLLM's CPU worker is bound to, or None for vLLM's own choice (one NUMA node's cores less one, kept
     for the scheduler and the API process: on a 2-core machine, one core computes).
 
     vLLM 0.32 sizes the CPU worker's OpenMP pool from this binding and overwrites OMP_NUM_THREADS with its length, so
