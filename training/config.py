@@ -11,12 +11,16 @@ LoRA settings the vLLM server could not serve are refused here, before a run sta
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.config import CONFIG_DIR, ConfigError, read_yaml
+from core.config import CONFIG_DIR, ConfigError, cpu_has_bf16_instructions, read_yaml
 from core.lora import MAX_TRAINED_LORA_RANK, SERVABLE_TARGET_MODULES, lora_rule_problem, target_list
+
+log = logging.getLogger("palate.train")
 
 JobKind = Literal["sft", "dpo"]
 PROFILES = ("quick", "full")
@@ -130,6 +134,7 @@ def resolve_job(kind: JobKind, argv: list[str] | None = None, config: Path | str
     values = load_recipe(config_path, profile)
     values.update(overrides or {})
     values.setdefault("output_dir", "runs/pending")  # replaced by the job's run directory
+    rest = resolve_auto_bf16(values, rest)
 
     parser = make_parser(kind)
     unknown = parser.set_defaults_with_config(**values)
@@ -146,6 +151,48 @@ def resolve_job(kind: JobKind, argv: list[str] | None = None, config: Path | str
     check_length_buckets(spec)
     check_on_policy(spec)
     return spec
+
+
+def auto_bf16(cuda: bool | None = None, bf16_cpu: bool | None = None, world_size: int | None = None) -> bool:
+    """What `bf16: auto` means here: bf16 mixed precision on a GPU that supports it, or on one CPU process whose
+    CPU computes bf16 natively (AVX-512 BF16 / AMX: a LoRA step of the embedded model 1.5x faster than fp32, README);
+    fp32 on other CPUs (bf16 emulated, slower) and for several CPU processes (gloo has no bf16 collectives)."""
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        return bool(torch.cuda.is_bf16_supported())
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if world_size > 1:
+        return False
+    return cpu_has_bf16_instructions() if bf16_cpu is None else bf16_cpu
+
+
+def resolve_auto_bf16(values: dict, argv: list[str]) -> list[str]:
+    """Replace `bf16: auto` (YAML, overrides) or `--bf16 auto` (command line) by what `auto_bf16()` picks, before
+    TRL validates the config; on CPU, bf16 also needs TRL's `use_cpu`. Returns argv with the flag resolved."""
+    argv = list(argv)
+    flag_at = next((i for i, a in enumerate(argv) if a == "--bf16" or a.startswith("--bf16=")), None)
+    flag = None
+    if flag_at is not None:
+        flag = argv[flag_at].split("=", 1)[1] if "=" in argv[flag_at] else (
+            argv[flag_at + 1] if flag_at + 1 < len(argv) else None)
+    wanted = flag if flag is not None else values.get("bf16")
+    if str(wanted).strip().lower() != "auto":
+        return argv
+    chosen = auto_bf16()
+    if flag_at is not None:
+        if "=" in argv[flag_at]:
+            argv[flag_at] = f"--bf16={str(chosen).lower()}"
+        else:
+            argv[flag_at + 1] = str(chosen).lower()
+    values["bf16"] = chosen
+    import torch
+
+    if chosen and not torch.cuda.is_available():
+        values["use_cpu"] = True
+    log.info("bf16: auto -> %s", "bf16 mixed precision" if chosen else "fp32")
+    return argv
 
 
 def check_on_policy(spec: JobSpec) -> None:

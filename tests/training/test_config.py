@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError
-from training.config import default_config_path, load_recipe, recipe_unknown_keys, resolve_job
+from training.config import auto_bf16, default_config_path, load_recipe, recipe_unknown_keys, resolve_job
 
 
 def test_profiles_and_precedence():
     quick = resolve_job("dpo")
-    assert quick.palate.profile == "quick" and quick.trl.max_steps > 0 and not quick.trl.bf16
+    assert quick.palate.profile == "quick" and quick.trl.max_steps > 0
+    assert load_recipe(default_config_path("dpo"), "quick")["bf16"] == "auto" and quick.trl.bf16 is auto_bf16()
     full = load_recipe(default_config_path("dpo"), "full")
     assert full["bf16"] is True and full["num_train_epochs"] >= 1 and "max_steps" not in full
     assert recipe_unknown_keys("dpo", default_config_path("dpo"), "full") == []
@@ -21,6 +22,20 @@ def test_profiles_and_precedence():
                        overrides={"beta": 0.2, "max_steps": 2})
     assert (spec.trl.beta, spec.trl.max_steps, spec.palate.parent) == (0.4, 2, "dpo")
     assert spec.trl.precompute_ref_log_probs is True
+
+
+def test_auto_bf16_picks_the_fast_precision_for_this_machine():
+    assert auto_bf16(cuda=False, bf16_cpu=True, world_size=1) is True
+    assert auto_bf16(cuda=False, bf16_cpu=False, world_size=1) is False  # AVX2 only: bf16 is emulated, slower
+    assert auto_bf16(cuda=False, bf16_cpu=True, world_size=2) is False   # gloo has no bf16 collectives
+    # from the YAML, from an override and from the flag (both spellings); on CPU bf16 also turns on use_cpu
+    for kwargs in ({}, {"overrides": {"bf16": "auto"}}, {"argv": ["--bf16", "auto"]}, {"argv": ["--bf16=auto"]}):
+        spec = resolve_job("sft", **kwargs)
+        assert spec.trl.bf16 is auto_bf16()
+        import torch
+        if spec.trl.bf16 and not torch.cuda.is_available():
+            assert spec.trl.use_cpu is True
+    assert resolve_job("sft", argv=["--bf16", "false"]).trl.bf16 is False  # an explicit value is kept
 
 
 def test_unknown_keys_are_named():
