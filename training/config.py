@@ -171,15 +171,21 @@ def auto_bf16(cuda: bool | None = None, bf16_cpu: bool | None = None, world_size
 def resolve_auto_bf16(values: dict, argv: list[str]) -> list[str]:
     """Replace `bf16: auto` (YAML, overrides) or `--bf16 auto` (command line) by what `auto_bf16()` picks, before
     TRL validates the config; on CPU, bf16 also needs TRL's `use_cpu`. Returns argv with the flag resolved."""
-    from training.launch import _flag_value
-
-    flag = _flag_value(argv, "--bf16")
+    argv = list(argv)
+    flag_at = next((i for i, a in enumerate(argv) if a == "--bf16" or a.startswith("--bf16=")), None)
+    flag = None
+    if flag_at is not None:
+        flag = argv[flag_at].split("=", 1)[1] if "=" in argv[flag_at] else (
+            argv[flag_at + 1] if flag_at + 1 < len(argv) else None)
     wanted = flag if flag is not None else values.get("bf16")
     if str(wanted).strip().lower() != "auto":
         return argv
     chosen = auto_bf16()
-    if flag is not None:
-        argv = [*argv, "--bf16", str(chosen).lower()]  # the last occurrence of a flag wins
+    if flag_at is not None:
+        if "=" in argv[flag_at]:
+            argv[flag_at] = f"--bf16={str(chosen).lower()}"
+        else:
+            argv[flag_at + 1] = str(chosen).lower()
     values["bf16"] = chosen
     import torch
 
