@@ -224,9 +224,12 @@ def train_tiny_adapters(registry_root: Path, steps: int = 2) -> dict:
     # differs from the base model's, or tests that compare engines could not tell an ignored adapter apart.
     # Pairs of short rows: each step costs a third of the quick profile's 4 x 384 tokens (the live server's
     # fixture trains these before the first engine test can start).
+    # fp32 whatever the CPU (the quick profile's `bf16: auto` picks bf16 on AVX-512 BF16 hosts): two steps at this
+    # rate land elsewhere in bf16, and the closed loop's votes need answers that end within 96 tokens (seen in CI:
+    # 1 usable vote of 60 with bf16-trained tiny adapters).
     overrides = {"max_steps": steps, "logging_steps": 1, "save_strategy": "no", "max_eval_rows": 4,
                  "warmup_steps": 0, "learning_rate": 2e-3, "per_device_train_batch_size": 2,
-                 "per_device_eval_batch_size": 4, "max_length": 256, "max_train_rows": 8}
+                 "per_device_eval_batch_size": 4, "max_length": 256, "max_train_rows": 8, "bf16": False}
     sft = train_sft(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     dpo = train_dpo(registry_root=registry_root, overrides=dict(overrides), log=quiet)
     return {"sft": sft, "dpo": dpo}

@@ -49,8 +49,11 @@ def _one_process_eval(kind, base_model_dir, data, eval_data, adapter, parent=Non
     from training.jobs import load_model, make_trainer
 
     rows, batch = adapter.meta["evaluation"]["rows"], adapter.meta["evaluation"]["per_device_eval_batch_size"]
+    # the precision the ranks used: `bf16: auto` is fp32 for gloo ranks but bf16 for one process on a CPU with bf16
+    # instructions, so it is read from the version rather than resolved again in this one process
     spec = resolve_job(kind, overrides={"output_dir": tempfile.mkdtemp(prefix="eval-check-"), "dtype": "float32",
-                                        "max_length": 256, "per_device_eval_batch_size": batch})
+                                        "max_length": 256, "per_device_eval_batch_size": batch,
+                                        "bf16": adapter.meta["config"]["trl"]["bf16"]})
     model, tokenizer = load_model(spec, base_model_dir, parent or adapter)
     trainer = make_trainer(spec, model, tokenizer, prepare_data(kind, data),
                            prepare_data(kind, eval_data, max_rows=rows), [])
@@ -88,6 +91,7 @@ def test_sft_then_dpo_on_two_processes(two_process_runs, base_model_dir, small_d
                                                "backend": "gloo",
                                                "launcher": "torch.distributed elastic (torchrun)"}
         assert adapter.meta["config"]["trl"]["use_cpu"] is True and adapter.meta["config"]["model"]["dtype"] == "float32"
+        assert adapter.meta["config"]["trl"]["bf16"] is False  # `bf16: auto` is fp32 for several gloo ranks
         assert adapter.meta["timing"]["global_step"] == 2
     # 5 SFT rows do not split in two: scored twice over (each row the same weight); 4 DPO rows: each once
     assert sft.meta["evaluation"] == {"rows": 5, "world_size": 2, "per_device_eval_batch_size": 5, "repeats": 2,
