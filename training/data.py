@@ -26,7 +26,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from training.describe import write_grounded
+from training.describe import asked_in, write_grounded
 from training.grounding import grounding_problems
 from training.listings import Listing, generate_listings
 from training.nearmiss import NEAR_MISS_KINDS, REPLAY_KINDS, write_near_miss
@@ -38,6 +38,11 @@ FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prefs_train.jsonl", "prefs_eval.j
 TRAIN_WEIGHTS = {"fact_list": 1.0, "fact_sentence": 1.0, "facts_first": 1.0, "prose": 2.0, "notes": 2.0,
                  "rewrite": 1.5}
 PARTIAL_SHARE = 0.35  # share of prompts that state only some of the facts
+# Bumped whenever the same seed would write other rows, so a dataset built by an earlier generator is rebuilt
+# (2: answers state the facts in the order the prompt gave them, the area written as the prompt wrote it).
+# Recorded with the seed in STAMP.
+GENERATOR_VERSION = 2
+STAMP = "dataset.json"
 
 
 def sha256_path(path: Path | str) -> str:
@@ -79,19 +84,20 @@ def _ask(listing: Listing, family: str, rng: random.Random) -> tuple[Listing, st
 
 def sft_row(listing: Listing, family: str, rng: random.Random) -> dict:
     view, prompt = _ask(listing, family, rng)
-    answer = write_grounded(view, rng)
+    answer = write_grounded(view, rng, asked=asked_in(prompt, view))
     return {"messages": _user(prompt) + _assistant(answer), "listing": view.facts(), "family": family}
 
 
 def preference_row(listing: Listing, kind: str, family: str, rng: random.Random) -> dict:
     """One pair: a prompt in `family`, a grounded chosen answer, a near-miss of `kind` as rejected."""
     view, prompt = _ask(listing, family, rng)
+    asked = asked_in(prompt, view)
     wording_state = rng.getstate()
-    chosen = write_grounded(view, rng)
+    chosen = write_grounded(view, rng, asked=asked)
     if kind in REPLAY_KINDS:
         replay = random.Random()
         replay.setstate(wording_state)
-        rejected = write_near_miss(kind, view, replay)
+        rejected = write_near_miss(kind, view, replay, asked=asked)
     else:
         rejected = write_near_miss(kind, view, rng)
     return {"prompt": _user(prompt), "chosen": _assistant(chosen), "rejected": _assistant(rejected), "kind": kind,
@@ -163,12 +169,23 @@ def build_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0, n_listings: 
         path = out_dir / name
         write_jsonl(path, rows)
         paths[name.removesuffix(".jsonl")] = path
+    stamp = {"generator": GENERATOR_VERSION, "seed": seed, "n_listings": n_listings, "eval_fraction": eval_fraction,
+             "pairs_per_listing": pairs_per_listing,
+             "sha256": {name: sha256_path(out_dir / name) for name in FILES}}
+    (out_dir / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     return paths
 
 
 def ensure_dataset(out_dir: Path | str = DEFAULT_OUT, seed: int = 0) -> dict[str, Path]:
-    """The dataset under `out_dir`, built first if any file is missing."""
+    """The dataset under `out_dir`: reused when this generator built it from `seed` and no file changed since,
+    otherwise (missing, older generator, other seed, edited) built again."""
     out_dir = Path(out_dir)
-    if all((out_dir / name).is_file() for name in FILES):
+    try:
+        stamp = json.loads((out_dir / STAMP).read_text())
+        current = (stamp["generator"] == GENERATOR_VERSION and stamp["seed"] == seed
+                   and all(sha256_path(out_dir / name) == stamp["sha256"][name] for name in FILES))
+    except (OSError, ValueError, KeyError, TypeError):
+        current = False
+    if current:
         return {name.removesuffix(".jsonl"): out_dir / name for name in FILES}
     return build_dataset(out_dir, seed)

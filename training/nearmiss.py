@@ -7,6 +7,9 @@ or a careless copywriter would plausibly write, not garbage:
 - `vague`            generic praise that could describe any property; almost no facts
 - `invented_feature` the grounded wording with exactly one feature the listing does not have
 - `wrong_number`     the grounded wording with exactly one number wrong (beds, baths, area, minutes, fee or year)
+- `misplaced_number` the grounded wording with one fact's number in another fact's role ("17-bed" for a 2-bed
+                     17 minutes from the streetcar, "1979 sq ft" for a home built in 1979): the error a small
+                     model makes most on wordings it never saw (README, "What made the adapters loop")
 - `over_hedged`      the facts, smothered in hedges and an unrequested lecture
 - `omits_facts`      accurate but leaves out most facts (features, transit, fee)
 
@@ -20,11 +23,12 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from training.describe import bed_bath_phrase, fmt_area, fmt_baths, grounded_sentences, join_list
+from training.describe import Asked, bed_bath_phrase, fmt_area, fmt_baths, grounded_sentences, join_list
 from training.listings import ALL_FEATURES, HYPE_TERMS, Listing, _TYPES
 
-NEAR_MISS_KINDS: list[str] = ["hype", "vague", "invented_feature", "wrong_number", "over_hedged", "omits_facts"]
-REPLAY_KINDS = frozenset({"invented_feature", "wrong_number"})
+NEAR_MISS_KINDS: list[str] = ["hype", "vague", "invented_feature", "wrong_number", "over_hedged", "omits_facts",
+                               "misplaced_number"]
+REPLAY_KINDS = frozenset({"invented_feature", "wrong_number", "misplaced_number"})
 
 
 _HYPE_ADJECTIVES = ["amazing", "stunning", "incredible", "breathtaking", "jaw-dropping", "luxurious", "spectacular",
@@ -76,12 +80,12 @@ def _side_rng(listing: Listing, purpose: str) -> random.Random:
     return random.Random(f"{listing.id}:{purpose}")
 
 
-def _invented_feature(listing: Listing, rng: random.Random) -> str:
+def _invented_feature(listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
     pool = sorted({f for group in _TYPES[listing.property_type][5] for f in group} - set(listing.features))
     if not pool:  # every plausible feature is present: fall back to the whole vocabulary
         pool = sorted(set(ALL_FEATURES) - set(listing.features))
     extra = _side_rng(listing, "invented").choice(pool)
-    return " ".join(grounded_sentences(listing, rng, extra_feature=extra))
+    return " ".join(grounded_sentences(listing, rng, extra_feature=extra, asked=asked))
 
 
 def wrong_number_listing(listing: Listing, rng: random.Random) -> Listing:
@@ -118,9 +122,42 @@ def wrong_number_listing(listing: Listing, rng: random.Random) -> Listing:
     return dataclasses.replace(listing, **changes)
 
 
-def _wrong_number(listing: Listing, rng: random.Random) -> str:
+def _wrong_number(listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
     wrong = wrong_number_listing(listing, _side_rng(listing, "wrong_number"))
-    return " ".join(grounded_sentences(wrong, rng))
+    return " ".join(grounded_sentences(wrong, rng, asked=asked))
+
+
+_NUMERIC_FACTS = (("beds", "beds"), ("baths", "baths"), ("area_sqft", "area_sqft"),
+                  ("transit_minutes", "transit"), ("year_built", "year_built"), ("monthly_fee", "monthly_fee"))
+_WHOLE = {"beds", "area_sqft", "transit_minutes", "year_built", "monthly_fee"}  # whole numbers only
+
+
+def misplaced_number_listing(listing: Listing, rng: random.Random) -> Listing | None:
+    """A copy of `listing` with one numeric fact set to another stated fact's number, or None when no two stated
+    numbers can swap roles (a studio with no other stated number)."""
+    stated = {key: getattr(listing, key) for key, fact in _NUMERIC_FACTS
+              if listing.states(fact) and getattr(listing, key) is not None and getattr(listing, key) != 0}
+    moves = [(target, source) for target in stated for source in stated
+             if target != source and stated[source] != stated[target]
+             and (target not in _WHOLE or float(stated[source]).is_integer())
+             and not (target == "baths" and (stated[source] <= 1) != (stated[target] <= 1))  # same wording path
+             and not (target == "year_built" and not 1000 <= stated[source] <= 9999)]  # a year reads as one
+    if not moves:
+        return None
+    target, source = rng.choice(moves)
+    value = stated[source]
+    value = int(value) if target in _WHOLE else float(value)
+    changes: dict = {target: value}
+    if target == "transit_minutes":
+        changes["transit"] = listing.transit.replace(f"a {listing.transit_minutes}-minute", f"a {value}-minute", 1)
+    return dataclasses.replace(listing, **changes)
+
+
+def _misplaced_number(listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
+    moved = misplaced_number_listing(listing, _side_rng(listing, "misplaced_number"))
+    if moved is None:  # nothing to misplace: fall back to a wrong number, the nearest kind
+        moved = wrong_number_listing(listing, _side_rng(listing, "wrong_number"))
+    return " ".join(grounded_sentences(moved, rng, asked=asked))
 
 
 def _over_hedged(listing: Listing, rng: random.Random) -> str:
@@ -164,11 +201,13 @@ _WRITERS = {
     "wrong_number": _wrong_number,
     "over_hedged": _over_hedged,
     "omits_facts": _omits_facts,
+    "misplaced_number": _misplaced_number,
 }
 
 
-def write_near_miss(kind: str, listing: Listing, rng: random.Random) -> str:
-    """A rejected answer of `kind` (one of NEAR_MISS_KINDS) for `listing`."""
+def write_near_miss(kind: str, listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
+    """A rejected answer of `kind` (one of NEAR_MISS_KINDS) for `listing`; the kinds in `REPLAY_KINDS` follow the
+    prompt (`asked`, `training.describe.asked_in`) like the chosen answer they replay."""
     if kind not in _WRITERS:
         raise ValueError(f"unknown near-miss kind {kind!r}; choose from {NEAR_MISS_KINDS}")
-    return _WRITERS[kind](listing, rng)
+    return _WRITERS[kind](listing, rng, asked) if kind in REPLAY_KINDS else _WRITERS[kind](listing, rng)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -87,9 +88,11 @@ def test_grounding_check_catches_what_it_should():
 
 def test_rejected_answers_are_the_near_miss_they_claim_to_be(rows):
     prefs = rows["prefs_train"] + rows["prefs_eval"]
-    kinds = Counter(row["kind"] for row in prefs)
-    assert set(kinds) == set(NEAR_MISS_KINDS) and len(kinds) >= 5
-    assert max(kinds.values()) - min(kinds.values()) <= 1  # balanced
+    for split in ("prefs_train", "prefs_eval"):
+        kinds = Counter(row["kind"] for row in rows[split])
+        assert set(kinds) == set(NEAR_MISS_KINDS) and len(kinds) >= 5
+        assert max(kinds.values()) - min(kinds.values()) <= 1  # balanced
+    misplaced = []
     for row in prefs:
         chosen, rejected, facts = row["chosen"][0]["content"], row["rejected"][0]["content"], row["listing"]
         assert rejected != chosen
@@ -103,12 +106,20 @@ def test_rejected_answers_are_the_near_miss_they_claim_to_be(rows):
         elif row["kind"] == "wrong_number":
             assert problems and all("number" in p or p.startswith("wrong ") for p in problems), problems
             assert abs(len(rejected) - len(chosen)) <= 3
+        elif row["kind"] == "misplaced_number":
+            # one fact's number in another's role (a wrong number where the listing has no two to swap)
+            assert problems and all("number" in p or p.startswith("wrong ") for p in problems), problems
+            assert abs(len(rejected) - len(chosen)) <= 4
+            own = {float(facts[k]) for k in ("beds", "baths", "area_sqft", "transit_minutes", "year_built",
+                                             "monthly_fee") if facts.get(k) is not None}
+            misplaced.append(len(problems) == 1 and float(problems[0].split(": ", 1)[1].split(" ")[0].replace(",", "")) in own)
         elif row["kind"] == "hype":
             assert any(p.startswith("hype") for p in problems)
         elif row["kind"] in ("vague", "omits_facts"):
             assert not problems and len(missing_facts(rejected, facts)) >= (1 if facts.get("unstated") else 4)
         elif row["kind"] == "over_hedged":
             assert not problems and any(w in rejected for w in ("verify", "guarantee", "confirmed"))
+    assert sum(misplaced) >= 0.9 * len(misplaced) > 0
 
 
 def test_rows_are_trl_conversational(rows):
@@ -157,3 +168,48 @@ def test_partial_prompts_state_only_what_the_listing_states(rows):
             assert original["transit"].split(" walk to ")[1].lower().removeprefix("the ") not in prompt, row
         if facts["monthly_fee"] is None and original["monthly_fee"] is not None:
             assert f"${original['monthly_fee']}" not in prompt, row
+
+
+def test_answers_follow_the_order_and_the_area_format_the_prompt_gave(rows):
+    # Features, transit, year/condition and fee appear in the answer in the order the asker wrote them (the opening
+    # with type, size and place first), and the area with a thousands separator exactly when the prompt used one.
+    from training.describe import asked_in
+
+    def blocks(order: dict[str, int]) -> dict[str, int]:  # the features sentence stands where its first one does
+        features = [at for key, at in order.items() if key.startswith("feature:")]
+        return {**{k: at for k, at in order.items() if not k.startswith("feature:")}, "features": min(features)}
+
+    checked = commas = 0
+    for row in rows["sft_train"][:300]:
+        prompt, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+        listing = Listing.from_facts(row["listing"])
+        asked_how = asked_in(prompt, listing)
+        asked, answered = asked_how.order, asked_in(answer, listing).order
+        if asked_how.area_commas is not None:
+            written = f"{listing.area_sqft:,}" if asked_how.area_commas else f"{listing.area_sqft}"
+            assert re.search(rf"(?<![\d,]){written}(?![\d,])", answer), (prompt, answer)
+            commas += asked_how.area_commas and listing.area_sqft >= 1000
+        assert set(answered) >= set(asked), (prompt, answer)
+        for keys in ([k for k in asked if k.startswith("feature:")], list(blocks(asked))):
+            by_prompt = sorted(keys, key=lambda k: blocks(asked).get(k, asked.get(k)))
+            by_answer = sorted(keys, key=lambda k: blocks(answered).get(k, answered.get(k)))
+            assert by_prompt == by_answer, (prompt, answer)
+        checked += len(blocks(asked)) > 2
+    assert checked > 200 and commas > 10
+
+
+def test_ensure_dataset_rebuilds_what_another_generator_or_seed_wrote(tmp_path):
+    from training import data
+
+    first = data.ensure_dataset(tmp_path, seed=0)
+    mtime = first["sft_train"].stat().st_mtime_ns
+    assert data.ensure_dataset(tmp_path, seed=0)["sft_train"].stat().st_mtime_ns == mtime  # reused as it is
+    sha = sha256_path(first["sft_train"])
+    first["sft_train"].write_text("{}\n")  # edited by hand: built again
+    assert sha256_path(data.ensure_dataset(tmp_path, seed=0)["sft_train"]) == sha
+    other = data.ensure_dataset(tmp_path, seed=1)  # another seed is not silently answered with seed 0's rows
+    assert sha256_path(other["sft_train"]) != sha
+    stamp = json.loads((tmp_path / data.STAMP).read_text())
+    (tmp_path / data.STAMP).write_text(json.dumps({**stamp, "generator": data.GENERATOR_VERSION - 1}))
+    assert sha256_path(data.ensure_dataset(tmp_path, seed=1)["sft_train"]) == sha256_path(other["sft_train"])
+    assert json.loads((tmp_path / data.STAMP).read_text())["generator"] == data.GENERATOR_VERSION
