@@ -116,6 +116,9 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
     train, evaluation = split_listings(listings, seed, eval_fraction)
     rng = random.Random(f"text:{seed}")
     pick = random.Random(f"family:{seed}")
+    # the held-out prompts draw from their own stream, so a change to how training rows are written leaves them as
+    # they are and evaluations before and after it compare on the same prompts
+    heldout_rng = random.Random(f"heldout:{seed}")
     weights = [TRAIN_WEIGHTS[f] for f in TRAIN_FAMILIES]
     out: dict[str, list[dict]] = {name: [] for name in FILES}
     for split, group in (("train", train), ("eval", evaluation)):
@@ -131,7 +134,7 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
                 out[f"prefs_{split}.jsonl"].append(preference_row(listing, kind, family, rng))
             if split == "eval":
                 family = HELDOUT_FAMILIES[index % len(HELDOUT_FAMILIES)]
-                out["prompts_heldout.jsonl"].append(heldout_prompt_row(listing, family, rng))
+                out["prompts_heldout.jsonl"].append(heldout_prompt_row(listing, family, heldout_rng))
     _check(out)
     return out
 
