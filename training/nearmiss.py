@@ -12,6 +12,9 @@ or a careless copywriter would plausibly write, not garbage:
                      model makes most on wordings it never saw (README, "What made the adapters loop")
 - `over_hedged`      the facts, smothered in hedges and an unrequested lecture
 - `omits_facts`      accurate but leaves out most facts (features, transit, fee)
+- `drops_a_fact`     the grounded wording with one sentence after the opening left out (the features, the transit,
+                     the year and condition, or the fee): accurate and complete but for that, the way the SFT
+                     adapter most often falls short
 
 `write_near_miss(kind, listing, rng)` is pure given the rng state. For the kinds in `REPLAY_KINDS` the caller passes
 an rng in the state the chosen answer was written from: the pair then differs only in the error (the DPO signal is
@@ -27,8 +30,8 @@ from training.describe import Asked, bed_bath_phrase, fmt_area, fmt_baths, groun
 from training.listings import ALL_FEATURES, HYPE_TERMS, Listing, _TYPES
 
 NEAR_MISS_KINDS: list[str] = ["hype", "vague", "invented_feature", "wrong_number", "over_hedged", "omits_facts",
-                               "misplaced_number"]
-REPLAY_KINDS = frozenset({"invented_feature", "wrong_number", "misplaced_number"})
+                               "misplaced_number", "drops_a_fact"]
+REPLAY_KINDS = frozenset({"invented_feature", "wrong_number", "misplaced_number", "drops_a_fact"})
 
 
 _HYPE_ADJECTIVES = ["amazing", "stunning", "incredible", "breathtaking", "jaw-dropping", "luxurious", "spectacular",
@@ -160,6 +163,15 @@ def _misplaced_number(listing: Listing, rng: random.Random, asked: Asked | None 
     return " ".join(grounded_sentences(moved, rng, asked=asked))
 
 
+def _drops_a_fact(listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
+    sentences = grounded_sentences(listing, rng, asked=asked)
+    # never the opening, nor a "no monthly fee" sentence (no fact a reader could miss)
+    candidates = [i for i, sentence in enumerate(sentences[1:], 1)
+                  if not (listing.monthly_fee is None and "fee" in sentence.lower())]
+    drop = _side_rng(listing, "drops_a_fact").choice(candidates)
+    return " ".join(sentences[:drop] + sentences[drop + 1:])
+
+
 def _over_hedged(listing: Listing, rng: random.Random) -> str:
     kind, place = listing.property_type, listing.neighbourhood
     sentences = [
@@ -202,6 +214,7 @@ _WRITERS = {
     "over_hedged": _over_hedged,
     "omits_facts": _omits_facts,
     "misplaced_number": _misplaced_number,
+    "drops_a_fact": _drops_a_fact,
 }
 
 

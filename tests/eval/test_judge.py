@@ -94,6 +94,8 @@ def test_judge_agrees_with_the_dataset_labels():
             assert rejected.has_invented, row["rejected"]
         if row["kind"] in {"vague", "omits_facts"}:
             assert rejected.coverage < 0.5
+        if row["kind"] == "drops_a_fact":
+            assert rejected.coverage < chosen.coverage and not rejected.has_invented
 
 
 def test_repetition_counts_repeated_word_trigrams():

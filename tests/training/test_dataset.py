@@ -115,6 +115,12 @@ def test_rejected_answers_are_the_near_miss_they_claim_to_be(rows):
             misplaced.append(len(problems) == 1 and float(problems[0].split(": ", 1)[1].split(" ")[0].replace(",", "")) in own)
         elif row["kind"] == "hype":
             assert any(p.startswith("hype") for p in problems)
+        elif row["kind"] == "drops_a_fact":
+            # the chosen answer less one of its sentences: nothing wrong, something missing
+            # (that the judge then finds a fact missing is tests/eval/test_judge.py's to check)
+            assert not problems, (chosen, rejected)
+            sentences = lambda text: {s.rstrip(".") for s in text.split(". ")}  # noqa: E731
+            assert sentences(rejected) < sentences(chosen), (chosen, rejected)
         elif row["kind"] in ("vague", "omits_facts"):
             assert not problems and len(missing_facts(rejected, facts)) >= (1 if facts.get("unstated") else 4)
         elif row["kind"] == "over_hedged":
