@@ -39,7 +39,8 @@ TRAIN_WEIGHTS = {"fact_list": 1.0, "fact_sentence": 1.0, "facts_first": 1.0, "pr
                  "rewrite": 1.5}
 PARTIAL_SHARE = 0.35  # share of prompts that state only some of the facts
 # Bumped whenever the same seed would write other rows, so a dataset built by an earlier generator is rebuilt
-# (2: answers state the facts in the order the prompt gave them, the area written as the prompt wrote it).
+# (2: answers state the facts in the order the prompt gave them and the area as the prompt wrote it; the
+# misplaced_number and drops_a_fact near-misses; held-out prompts on a stream of their own).
 # Recorded with the seed in STAMP.
 GENERATOR_VERSION = 2
 STAMP = "dataset.json"
