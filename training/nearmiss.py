@@ -17,8 +17,8 @@ or a careless copywriter would plausibly write, not garbage:
                      adapter most often falls short
 
 `write_near_miss(kind, listing, rng, asked)` is pure given the rng state. For the kinds in `REPLAY_KINDS` the caller
-passes an rng in the state the chosen answer was written from, and how the prompt asked (`asked`): the pair then differs only in the error (the DPO signal is
-the error itself).
+passes an rng in the state the chosen answer was written from, and how the prompt asked (`asked`): the pair then
+differs only in the error (the DPO signal is the error itself).
 """
 
 from __future__ import annotations
