@@ -119,9 +119,14 @@ def wrong_number_listing(listing: Listing, rng: random.Random) -> Listing:
         new = new if new > 50 else value + 150
     else:
         new = value + rng.choice([-1, 1]) * rng.randint(6, 25)
-    changes: dict = {field: new}
-    if field == "transit_minutes":
-        changes["transit"] = listing.transit.replace(f"a {value}-minute", f"a {new}-minute", 1)
+    return _with_number(listing, field, new)
+
+
+def _with_number(listing: Listing, key: str, value: float) -> Listing:
+    """A copy of `listing` with numeric fact `key` set to `value` (the transit phrase follows its minutes)."""
+    changes: dict = {key: value}
+    if key == "transit_minutes":
+        changes["transit"] = listing.transit.replace(f"a {listing.transit_minutes}-minute", f"a {value}-minute", 1)
     return dataclasses.replace(listing, **changes)
 
 
@@ -149,11 +154,7 @@ def misplaced_number_listing(listing: Listing, rng: random.Random) -> Listing | 
         return None
     target, source = rng.choice(moves)
     value = stated[source]
-    value = int(value) if target in _WHOLE else float(value)
-    changes: dict = {target: value}
-    if target == "transit_minutes":
-        changes["transit"] = listing.transit.replace(f"a {listing.transit_minutes}-minute", f"a {value}-minute", 1)
-    return dataclasses.replace(listing, **changes)
+    return _with_number(listing, target, int(value) if target in _WHOLE else float(value))
 
 
 def _misplaced_number(listing: Listing, rng: random.Random, asked: Asked | None = None) -> str:
