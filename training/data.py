@@ -36,13 +36,20 @@ DEFAULT_OUT = Path("data/listings")
 FILES = ("sft_train.jsonl", "sft_eval.jsonl", "prefs_train.jsonl", "prefs_eval.jsonl", "prompts_heldout.jsonl")
 # How often each training family is drawn: free-form asks outweigh the fact sheets people rarely type.
 TRAIN_WEIGHTS = {"fact_list": 1.0, "fact_sentence": 1.0, "facts_first": 1.0, "prose": 2.0, "notes": 2.0,
-                 "rewrite": 1.5}
+                 "rewrite": 1.5, "mls": 1.5}
 PARTIAL_SHARE = 0.35  # share of prompts that state only some of the facts
+# How often each near-miss kind is the rejected answer of a training pair. SFT alone already writes no hype, hedges
+# or vague filler (hype rate 0 on held-out wordings), so DPO pairs spend most of their few steps on what the SFT
+# adapter still gets wrong: facts left out, numbers in the wrong role or wrong, features that are not there
+# (README, "What made the adapters loop"). The eval split keeps every kind equally often, so the margins still
+# measure all eight.
+TRAIN_KIND_WEIGHTS = {"hype": 1, "vague": 1, "over_hedged": 1, "invented_feature": 3, "wrong_number": 3,
+                      "omits_facts": 3, "misplaced_number": 3, "drops_a_fact": 3}
 # Bumped whenever the same seed would write other rows, so a dataset built by an earlier generator is rebuilt
 # (2: answers state the facts in the order the prompt gave them and the area as the prompt wrote it; the
-# misplaced_number and drops_a_fact near-misses; held-out prompts on a stream of their own).
-# Recorded with the seed in STAMP.
-GENERATOR_VERSION = 2
+# misplaced_number and drops_a_fact near-misses; held-out prompts on a stream of their own; 3: the `mls` family,
+# notes sometimes typed in lower case, training pairs weighted by TRAIN_KIND_WEIGHTS). Recorded with the seed in STAMP.
+GENERATOR_VERSION = 3
 STAMP = "dataset.json"
 
 
@@ -121,6 +128,7 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
     # they are and evaluations before and after it compare on the same prompts
     heldout_rng = random.Random(f"heldout:{seed}")
     weights = [TRAIN_WEIGHTS[f] for f in TRAIN_FAMILIES]
+    kinds = {"train": _kind_rotation(TRAIN_KIND_WEIGHTS), "eval": list(NEAR_MISS_KINDS)}
     out: dict[str, list[dict]] = {name: [] for name in FILES}
     for split, group in (("train", train), ("eval", evaluation)):
         families = TRAIN_FAMILIES if split == "train" else FAMILIES
@@ -129,7 +137,7 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
                 family = pick.choices(TRAIN_FAMILIES, weights)[0]
                 out[f"sft_{split}.jsonl"].append(sft_row(listing, family, rng))
             for j in range(pairs_per_listing):
-                kind = NEAR_MISS_KINDS[(index * pairs_per_listing + j) % len(NEAR_MISS_KINDS)]
+                kind = kinds[split][(index * pairs_per_listing + j) % len(kinds[split])]
                 family = pick.choices(TRAIN_FAMILIES, weights)[0] if split == "train" else families[
                     (index * pairs_per_listing + j) % len(families)]
                 out[f"prefs_{split}.jsonl"].append(preference_row(listing, kind, family, rng))
@@ -138,6 +146,20 @@ def build_rows(seed: int = 0, n_listings: int = 800, eval_fraction: float = 0.15
                 out["prompts_heldout.jsonl"].append(heldout_prompt_row(listing, family, heldout_rng))
     _check(out)
     return out
+
+
+def _kind_rotation(weights: dict[str, int]) -> list[str]:
+    """Near-miss kinds in a fixed rotation, each as often as its weight, in rounds: every kind once, then every
+    kind with turns left once more, and so on."""
+    assert set(weights) == set(NEAR_MISS_KINDS), "a weight for every near-miss kind"
+    left = dict(weights)
+    rotation: list[str] = []
+    while any(left.values()):
+        for kind in NEAR_MISS_KINDS:
+            if left[kind]:
+                rotation.append(kind)
+                left[kind] -= 1
+    return rotation
 
 
 def _check(out: dict[str, list[dict]]) -> None:

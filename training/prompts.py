@@ -1,7 +1,7 @@
 """Prompts that ask for a listing description, in the many ways people type them: phrasing families.
 
 A *family* is one way of asking: a key: value fact sheet, facts inline in prose, informal bullet notes, a listing to
-rewrite without the hype, terse shorthand, a question. Every family states exactly the facts the listing states
+rewrite without the hype, an agent's abbreviated MLS line, terse shorthand, a question. Every family states exactly the facts the listing states
 (`Listing.states`; a partial listing leaves some out, as people do), so a grounded answer can use them all and
 must invent nothing else.
 
@@ -19,7 +19,7 @@ from training.listings import Listing
 
 # Fact-sheet families (the original demo prompts) and free-form families.
 TEMPLATED_FAMILIES: tuple[str, ...] = ("fact_list", "fact_sentence", "facts_first")
-TRAIN_FAMILIES: tuple[str, ...] = TEMPLATED_FAMILIES + ("prose", "notes", "rewrite")
+TRAIN_FAMILIES: tuple[str, ...] = TEMPLATED_FAMILIES + ("prose", "notes", "rewrite", "mls")
 HELDOUT_FAMILIES: tuple[str, ...] = ("shorthand", "question")
 FAMILIES: tuple[str, ...] = TRAIN_FAMILIES + HELDOUT_FAMILIES
 
@@ -192,7 +192,38 @@ def _notes(listing: Listing, rng: random.Random) -> str:
     lines = "\n".join(bullet + item for item in _note_items(listing, rng, rng.choice(["short", "long"])))
     ask = rng.choice(["write this up for the listing", "Can you turn my notes into a listing?",
                       "notes from the walkthrough, need a description:", "Listing description from these notes please"])
-    return f"{ask}\n{lines}" if ask.endswith(":") or rng.random() < 0.5 else f"{lines}\n\n{ask}"
+    text = f"{ask}\n{lines}" if ask.endswith(":") or rng.random() < 0.5 else f"{lines}\n\n{ask}"
+    return text.lower() if rng.random() < 0.3 else text  # many people type notes without capitals
+
+
+def _mls(listing: Listing, rng: random.Random) -> str:
+    """An agent's abbreviated line, MLS style: '3BR/2BA condo | Lakeview | 1,030 SF | HOA $455/mo | ...'. Its
+    abbreviations (BR, BA, SF, blt) are not the held-out shorthand's (bd, ba, sf), so that family stays unseen."""
+    n = fmt_baths(listing.baths)
+    beds = "studio" if listing.beds == 0 else rng.choice([f"{listing.beds}BR", f"{listing.beds} br", f"{listing.beds} bed"])
+    baths = rng.choice([f"{n}BA", f"{n} bth", f"{n} bath"])
+    items = [rng.choice([f"{beds}/{baths} {listing.property_type}", f"{listing.property_type} {beds} {baths}"]),
+             listing.neighbourhood]
+    if listing.states("area_sqft"):
+        items.append(rng.choice([f"{listing.area_sqft} SF", f"{listing.area_sqft:,} SF", f"{listing.area_sqft}sqft"]))
+    items.extend(listing.features)
+    if listing.states("transit"):
+        items.append(rng.choice([f"{listing.transit_minutes} min walk {_line(listing)}",
+                                 f"{listing.transit_minutes}min to {_line(listing)}"]))
+    if listing.states("monthly_fee"):
+        fee = listing.monthly_fee
+        items.append(rng.choice(["no HOA", "no fees"]) if fee is None else rng.choice([f"HOA ${fee}/mo", f"${fee} HOA",
+                                                                                       f"maint ${fee}"]))
+    if listing.states("year_built"):
+        items.append(rng.choice([f"blt {listing.year_built}", f"built {listing.year_built}"]))
+    if listing.states("condition"):
+        items.append(listing.condition)
+    head, rest = items[:2], items[2:]
+    rng.shuffle(rest)
+    line = rng.choice([" | ", "; ", " - "]).join(head + rest)
+    ask = rng.choice(["MLS remarks please", "write it up", "need public remarks for this one", "blurb?",
+                      "can u write the ad"])
+    return f"{line}\n{ask}" if rng.random() < 0.5 else f"{ask}\n{line}"
 
 
 def _rewrite(listing: Listing, rng: random.Random) -> str:
@@ -246,6 +277,7 @@ _WRITERS = {
     "prose": _prose,
     "notes": _notes,
     "rewrite": _rewrite,
+    "mls": _mls,
     "shorthand": _shorthand,
     "question": _question,
 }

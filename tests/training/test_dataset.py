@@ -89,9 +89,7 @@ def test_grounding_check_catches_what_it_should():
 def test_rejected_answers_are_the_near_miss_they_claim_to_be(rows):
     prefs = rows["prefs_train"] + rows["prefs_eval"]
     for split in ("prefs_train", "prefs_eval"):
-        kinds = Counter(row["kind"] for row in rows[split])
-        assert set(kinds) == set(NEAR_MISS_KINDS) and len(kinds) >= 5
-        assert max(kinds.values()) - min(kinds.values()) <= 1  # balanced
+        assert set(Counter(row["kind"] for row in rows[split])) == set(NEAR_MISS_KINDS)  # weights: the test below
     misplaced = []
     for row in prefs:
         chosen, rejected, facts = row["chosen"][0]["content"], row["rejected"][0]["content"], row["listing"]
@@ -157,6 +155,29 @@ def test_heldout_phrasing_families_never_reach_training(rows):
     # held-out prompts are about eval listings only
     train_ids = {r["listing"]["id"] for r in rows["sft_train"]}
     assert not {r["listing"]["id"] for r in rows["prompts_heldout"]} & train_ids
+
+
+def test_heldout_shorthand_abbreviations_never_reach_training(rows):
+    # The trained `mls` family abbreviates too (3BR/2BA, 1,030 SF), but not as the held-out shorthand does
+    # ("3bd / 2ba"): the held-out family's wording stays unseen, not only its layout.
+    tiny_pair = re.compile(r"\b(\d+bd|studio) / \d+(\.5)?ba\b", re.IGNORECASE)
+    assert sum(bool(tiny_pair.search(r["messages"][0]["content"])) for r in rows["prompts_heldout"]) > 40
+    for name in ("sft_train", "prefs_train"):
+        for row in rows[name]:
+            prompt = row["messages"][0]["content"] if "messages" in row else row["prompt"][0]["content"]
+            assert not tiny_pair.search(prompt), (name, prompt)
+    mls = [r["messages"][0]["content"] for r in rows["sft_train"] if r["family"] == "mls"]
+    assert len(mls) > 100 and sum(bool(re.search(r"\d(BR|BA)\b", p)) for p in mls) > 30
+
+
+def test_training_pairs_weight_the_near_misses_sft_still_makes(rows):
+    from training.data import TRAIN_KIND_WEIGHTS
+
+    train, held_out = Counter(r["kind"] for r in rows["prefs_train"]), Counter(r["kind"] for r in rows["prefs_eval"])
+    total, weight = sum(train.values()), sum(TRAIN_KIND_WEIGHTS.values())
+    for kind, w in TRAIN_KIND_WEIGHTS.items():
+        assert abs(train[kind] / total - w / weight) < 0.01, (kind, train)
+    assert set(held_out) == set(NEAR_MISS_KINDS) and max(held_out.values()) - min(held_out.values()) <= 1
 
 
 def test_partial_prompts_state_only_what_the_listing_states(rows):
