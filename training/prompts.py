@@ -178,8 +178,14 @@ def _note_items(listing: Listing, rng: random.Random, style: str) -> list[str]:
     fee = _fee_words(listing, rng, "tiny")
     if fee:
         items.append(fee)
+    return _year_condition_shuffled(items, listing, rng, ("built", "yr"))
+
+
+def _year_condition_shuffled(items: list[str], listing: Listing, rng: random.Random,
+                             year_words: tuple[str, str]) -> list[str]:
+    """`items` plus the year ('<word> 1994', one of `year_words`) and condition, all but the first two shuffled."""
     if listing.states("year_built"):
-        items.append(rng.choice([f"built {listing.year_built}", f"yr {listing.year_built}"]))
+        items.append(rng.choice([f"{word} {listing.year_built}" for word in year_words]))
     if listing.states("condition"):
         items.append(listing.condition)
     head, rest = items[:2], items[2:]
@@ -214,13 +220,8 @@ def _mls(listing: Listing, rng: random.Random) -> str:
         fee = listing.monthly_fee
         items.append(rng.choice(["no HOA", "no fees"]) if fee is None else rng.choice([f"HOA ${fee}/mo", f"${fee} HOA",
                                                                                        f"maint ${fee}"]))
-    if listing.states("year_built"):
-        items.append(rng.choice([f"blt {listing.year_built}", f"built {listing.year_built}"]))
-    if listing.states("condition"):
-        items.append(listing.condition)
-    head, rest = items[:2], items[2:]
-    rng.shuffle(rest)
-    line = rng.choice([" | ", "; ", " - "]).join(head + rest)
+    items = _year_condition_shuffled(items, listing, rng, ("blt", "built"))
+    line = rng.choice([" | ", "; ", " - "]).join(items)
     ask = rng.choice(["MLS remarks please", "write it up", "need public remarks for this one", "blurb?",
                       "can u write the ad"])
     return f"{line}\n{ask}" if rng.random() < 0.5 else f"{ask}\n{line}"
