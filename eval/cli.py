@@ -18,8 +18,10 @@ from eval import votes_cli
 DEFAULT_PAIRS = "data/listings/prefs_eval.jsonl"
 DEFAULT_PROMPTS = "data/listings/sft_eval.jsonl"
 # What `palate eval generate` answers by default: prompts in phrasing families no adapter trained on, then the
-# trained families (both on held-out listings).
-DEFAULT_GENERATE_SETS = ["data/listings/prompts_heldout.jsonl", DEFAULT_PROMPTS]
+# trained families (both generated, on held-out listings), then prompts a person wrote (shipped with Palate): the
+# generated sets share the generator's vocabulary with the training rows and can overstate what carries over.
+HANDWRITTEN_PROMPTS = "eval/data/prompts_handwritten.jsonl"
+DEFAULT_GENERATE_SETS = ["data/listings/prompts_heldout.jsonl", DEFAULT_PROMPTS, HANDWRITTEN_PROMPTS]
 REPORTS = Path("reports")
 
 
@@ -69,7 +71,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="Each model answers held-out prompts; the listing judge scores every answer.")
     g.add_argument("--data", nargs="+", default=DEFAULT_GENERATE_SETS,
                    help="held-out prompt files (SFT, prompt or preference JSONL with 'listing'), each judged apart "
-                        "(default: held-out phrasing families, then trained families)")
+                        "(default: held-out phrasing families, trained families, prompts written by hand)")
     g.add_argument("--models", nargs="+", default=["base", "sft", "dpo"])
     g.add_argument("--server", default=None, help="generate through this OpenAI-compatible server (default: an "
                                                   "in-process serving engine)")

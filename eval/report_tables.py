@@ -58,6 +58,7 @@ def kind_table(result: dict, key: str = "accuracy") -> str:
 SET_TITLES = {
     "prompts_heldout": "held-out phrasings (families no adapter trained on: shorthand, questions)",
     "sft_eval": "trained phrasings (fact sheets, prose, notes, rewrites, MLS lines) on held-out listings",
+    "prompts_handwritten": "prompts written by hand, not by the dataset generator",
 }
 
 
