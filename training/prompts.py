@@ -1,9 +1,9 @@
 """Prompts that ask for a listing description, in the many ways people type them: phrasing families.
 
 A *family* is one way of asking: a key: value fact sheet, facts inline in prose, informal bullet notes, a listing to
-rewrite without the hype, an agent's abbreviated MLS line, terse shorthand, a question. Every family states exactly the facts the listing states
-(`Listing.states`; a partial listing leaves some out, as people do), so a grounded answer can use them all and
-must invent nothing else.
+rewrite without the hype, an agent's abbreviated MLS line, terse shorthand, a question. Every family states exactly
+the facts the listing states (`Listing.states`; a partial listing leaves some out, as people do), so a grounded
+answer can use them all and must invent nothing else.
 
 `write_prompt(listing, family, rng)` is a pure function of its arguments and the rng state. The dataset trains on
 `TRAIN_FAMILIES` only; `HELDOUT_FAMILIES` appear only in the evaluation files, so the evaluation measures whether
@@ -206,7 +206,8 @@ def _mls(listing: Listing, rng: random.Random) -> str:
     """An agent's abbreviated line, MLS style: '3BR/2BA condo | Lakeview | 1,030 SF | HOA $455/mo | ...'. Its
     abbreviations (BR, BA, SF, blt) are not the held-out shorthand's (bd, ba, sf), so that family stays unseen."""
     n = fmt_baths(listing.baths)
-    beds = "studio" if listing.beds == 0 else rng.choice([f"{listing.beds}BR", f"{listing.beds} br", f"{listing.beds} bed"])
+    n_beds = listing.beds
+    beds = "studio" if n_beds == 0 else rng.choice([f"{n_beds}BR", f"{n_beds} br", f"{n_beds} bed"])
     baths = rng.choice([f"{n}BA", f"{n} bth", f"{n} bath"])
     items = [rng.choice([f"{beds}/{baths} {listing.property_type}", f"{listing.property_type} {beds} {baths}"]),
              listing.neighbourhood]

@@ -21,11 +21,13 @@ def test_every_stated_fact_is_in_its_prompt_and_a_grounded_answer_scores_full_ma
     assert {row["family"] for row in rows} == {"handwritten"}
     for row in rows:
         prompt, facts = row["messages"][0]["content"].lower(), stated_facts(row["listing"])
-        numbers = [fmt_baths(facts["baths"])] + [str(facts[k]) for k in ("beds", "transit_minutes", "monthly_fee",
-                                                                         "year_built") if facts.get(k)]
+        whole = ("beds", "transit_minutes", "monthly_fee", "year_built")
+        numbers = [fmt_baths(facts["baths"])] + [str(facts[key]) for key in whole if facts.get(key)]
         if facts.get("area_sqft"):
-            numbers.append(f"{facts['area_sqft']:,}" if f"{facts['area_sqft']:,}" in prompt else str(facts["area_sqft"]))
+            area = facts["area_sqft"]
+            numbers.append(f"{area:,}" if f"{area:,}" in prompt else str(area))
         for value in [n for n in numbers if n != "0"] + [f.lower() for f in facts["features"]]:
             assert value in prompt, (row["listing"]["id"], value)
         verdict = judge_listing(write_grounded(Listing.from_facts(row["listing"]), random.Random(0)), row["listing"])
-        assert verdict.coverage == 1.0 and not verdict.invented and not verdict.hype_terms, (row["listing"]["id"], verdict)
+        assert verdict.coverage == 1.0 and not verdict.invented and not verdict.hype_terms, (row["listing"]["id"],
+                                                                                              verdict)
