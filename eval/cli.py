@@ -105,7 +105,10 @@ def _add_promote(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--alias", required=True, help="the alias to move (e.g. dpo)")
     pr.add_argument("--force", action="store_true", help="move it even if a check fails (recorded as forced)")
     pr.add_argument("--pairs", type=int, default=120, help="held-out preference pairs for the margins check")
-    pr.add_argument("--prompts", type=int, default=40, help="held-out prompts for the generations check")
+    pr.add_argument("--prompts", type=int, default=40, help="generated held-out prompts for the generations check")
+    pr.add_argument("--handwritten", type=int, default=None,
+                    help=f"hand-written prompts ({HANDWRITTEN_PROMPTS}) for the generations check, judged with the "
+                         "generated ones; the candidate must not lose on either set (default: all; 0: none)")
     pr.add_argument("--min-win-lower", type=float, default=0.5,
                     help="the candidate's Wilson 95%% lower bound on its win rate must be above this")
     pr.add_argument("--registry", default=None, help="adapter registry root (default: server config adapter_root)")
@@ -136,6 +139,8 @@ def _add_loop(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--promote-pairs", type=int, default=120, help="held-out pairs for the promotion margins check")
     loop.add_argument("--promote-prompts", type=int, default=40, help="held-out prompts for the promotion "
                                                                      "generations check")
+    loop.add_argument("--promote-handwritten", type=int, default=None,
+                      help="hand-written prompts judged with them (default: all; 0: none)")
     loop.add_argument("--force-promote", action="store_true", help="move the alias even if a promotion check "
                                                                    "fails (recorded as forced)")
     loop.set_defaults(handler=_loop)
@@ -254,7 +259,8 @@ def _promote(args: argparse.Namespace) -> int:
     from eval.promotion import PromotionPolicy, PromotionRefused, promote
 
     cfg, registry = _registry(args)
-    policy = PromotionPolicy(pairs=args.pairs, prompts=args.prompts, min_win_lower=args.min_win_lower)
+    policy = PromotionPolicy(pairs=args.pairs, prompts=args.prompts, handwritten_prompts=args.handwritten,
+                             min_win_lower=args.min_win_lower)
     try:
         result = promote(registry, args.ref, args.alias, force=args.force, policy=policy,
                          model_dir=cfg.model.resolved_dir(), vllm_cfg=cfg.server.vllm)
@@ -307,7 +313,8 @@ def _loop(args: argparse.Namespace) -> int:
                             registry=Path(args.registry), database_url=args.database_url, name=args.name,
                             parent=args.parent, max_steps=args.max_steps, train_flags=list(args.train_flag),
                             out_dir=out_dir, concurrency=args.concurrency, promote_pairs=args.promote_pairs,
-                            promote_prompts=args.promote_prompts, force_promote=args.force_promote)
+                            promote_prompts=args.promote_prompts, promote_handwritten=args.promote_handwritten,
+                            force_promote=args.force_promote)
     record = asyncio.run(run_loop(settings))
     print(json.dumps({k: record[k] for k in ("votes", "export", "new_version", "alias", "promotion", "answer")},
                      indent=1, default=str))

@@ -59,6 +59,7 @@ class LoopSettings:
     max_tokens: int | None = None  # per side; None: the arena's default
     promote_pairs: int = 120  # held-out pairs for the promotion's margins check
     promote_prompts: int = 40  # held-out prompts for its generations check
+    promote_handwritten: int | None = None  # hand-written prompts judged with them (None: all, 0: none)
     force_promote: bool = False  # move the alias even when a check fails (recorded as forced)
     model_dir: Path | None = None  # base model for the margins check (default: configs/model.yaml)
     progress: Any = print
@@ -156,6 +157,7 @@ def _promote(settings: LoopSettings, registry: Any, ref: str) -> dict:
     from eval.promotion import PromotionPolicy, PromotionRefused, promote
 
     policy = PromotionPolicy(pairs=settings.promote_pairs, prompts=settings.promote_prompts,
+                             handwritten_prompts=settings.promote_handwritten,
                              prompts_data=str(settings.prompts), max_tokens=settings.max_tokens)
     model_dir = settings.model_dir or load_model_config().resolved_dir()
     try:

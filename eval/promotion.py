@@ -8,7 +8,11 @@ three checks pass:
    log π(chosen) > log π(rejected)) is at least the incumbent's, and higher, or equal with a higher mean margin;
 2. **judged generations** - at the arena's sampling settings, on held-out prompts, the listing judge prefers the
    candidate's answer to the incumbent's (same prompt, same seed) with a win rate whose Wilson 95% lower bound is
-   above `min_win_lower` (0.5: better than a coin flip, with confidence);
+   above `min_win_lower` (0.5: better than a coin flip, with confidence). The prompts are two sets: generated
+   prompts in phrasing families no adapter trained on, and the prompts a person wrote
+   (`eval/data/prompts_handwritten.jsonl`). The bound is on both sets pooled, and the candidate must also not lose
+   on either set alone (win rate at least 0.5 on each): the generated families share the generator's vocabulary
+   with the training rows, and a candidate that wins only there is not better for people;
 3. **degeneration** - the candidate repeats itself (share of repeated word 3-grams) and runs into the length limit
    (share of answers cut by max_tokens) no more than the incumbent, within the policy's slack (0 by default).
 
@@ -31,8 +35,10 @@ from core.registry import AdapterRegistry, RegistryError, parse_ref
 class PromotionPolicy:
     pairs_data: str = "data/listings/prefs_eval.jsonl"
     prompts_data: str = "data/listings/prompts_heldout.jsonl"
+    handwritten_data: str | None = "eval/data/prompts_handwritten.jsonl"  # None: generated prompts only
     pairs: int = 120  # held-out preference pairs scored for the margins check
     prompts: int = 40  # held-out prompts answered by both models for the generations check
+    handwritten_prompts: int | None = None  # how many of the hand-written prompts (None: all)
     min_win_lower: float = 0.5
     repetition_slack: float = 0.0
     truncation_slack: float = 0.0
@@ -65,6 +71,15 @@ def _margins_summary(margins: dict, ref: str) -> dict:
     return model["summary"]["all"]
 
 
+def _from_candidate(pairwise: dict, c_label: str, i_label: str) -> tuple[int, int, int, float, float, float]:
+    """(wins, losses, ties, win rate, CI low, CI high) of the candidate against the incumbent in a pairwise table."""
+    row = next(r for r in pairwise["listing_judge"] if {r["a"], r["b"]} == {c_label, i_label})
+    if row["a"] == c_label:
+        return row["wins"], row["losses"], row["ties"], row["win_rate"], row["ci_low"], row["ci_high"]
+    # the row is written from the other side: mirror it
+    return row["losses"], row["wins"], row["ties"], 1 - row["win_rate"], 1 - row["ci_high"], 1 - row["ci_low"]
+
+
 def check_evidence(candidate: str, incumbent: str, margins: dict, generations: dict,
                    policy: PromotionPolicy = PromotionPolicy()) -> dict:
     """The three checks on stored results (`eval.margins_job.compute_margins` and `eval.generate.generate_all`
@@ -81,16 +96,22 @@ def check_evidence(candidate: str, incumbent: str, margins: dict, generations: d
 
     c_label = next(m["label"] for m in generations["models"] if m["ref"] == candidate or m["label"] == candidate)
     i_label = next(m["label"] for m in generations["models"] if m["ref"] == incumbent or m["label"] == incumbent)
-    row = next(r for r in generations["pairwise"]["listing_judge"] if {r["a"], r["b"]} == {c_label, i_label})
-    if row["a"] == c_label:
-        wins, losses, rate, low, high = row["wins"], row["losses"], row["win_rate"], row["ci_low"], row["ci_high"]
-    else:  # the row is written from the other side: mirror it
-        wins, losses, rate, low, high = row["losses"], row["wins"], 1 - row["win_rate"], 1 - row["ci_high"], 1 - row["ci_low"]
-    checks.append({"name": "judged generations", "passed": low > policy.min_win_lower,
-                   "detail": f"listing judge prefers the candidate in {wins} of {row['games']} prompts ({losses} "
-                             f"losses, {row['ties']} ties): win rate {rate:.2f}, Wilson 95% [{low:.2f}, {high:.2f}]; "
-                             f"needs a lower bound above {policy.min_win_lower:.2f}",
-                   "win_rate": rate, "ci_low": low, "ci_high": high, "games": row["games"]})
+    wins, losses, ties, rate, low, high = _from_candidate(generations["pairwise"], c_label, i_label)
+    per_set = []  # (set name, wins, losses, ties, win rate) when the prompts came as several sets
+    for one in generations.get("sets", []):
+        w, lo_, t, r, _, _ = _from_candidate(one["pairwise"], c_label, i_label)
+        per_set.append({"name": one["name"], "wins": w, "losses": lo_, "ties": t, "win_rate": r})
+    losing = [s for s in per_set if s["win_rate"] < 0.5]
+    detail = (f"listing judge prefers the candidate in {wins} of {wins + losses + ties} prompts ({losses} "
+              f"losses, {ties} ties): win rate {rate:.2f}, Wilson 95% [{low:.2f}, {high:.2f}]; "
+              f"needs a lower bound above {policy.min_win_lower:.2f}")
+    if per_set:
+        detail += "; per set " + ", ".join(f"{s['name']} {s['wins']}-{s['losses']}-{s['ties']} ({s['win_rate']:.2f}"
+                                           f"{', loses' if s in losing else ''})" for s in per_set)
+        detail += ", needs at least 0.50 on each"
+    checks.append({"name": "judged generations", "passed": low > policy.min_win_lower and not losing,
+                   "detail": detail, "win_rate": rate, "ci_low": low, "ci_high": high,
+                   "games": wins + losses + ties, "sets": per_set})
 
     cs, is_ = generations["summary"][c_label], generations["summary"][i_label]
     rep_ok = cs["repetition"] <= is_["repetition"] + policy.repetition_slack
@@ -112,10 +133,9 @@ async def gather_evidence(registry: AdapterRegistry, candidate: str, incumbent: 
     """(margins, generations) for candidate and incumbent: margins by transformers + PEFT in float32 (the reference
     scorer), generations at the arena's sampling - through `server` (a running `palate serve` that has both
     versions loaded) when given, else by an in-process serving engine built from `vllm_cfg`."""
-    from eval.generate import SamplingSettings, ServerGenerator, engine_generator, generate_all, read_prompts
+    from eval.generate import SamplingSettings, ServerGenerator, engine_generator, generate_sets, read_prompts
     from eval.logprobs_hf import HfScorer
     from eval.margins_job import compute_margins
-    from eval.pairwise import listing_judge_outcomes, win_rates
 
     labels = [candidate, incumbent]
     progress(f"promotion evidence: {candidate} vs {incumbent}, margins on {policy.pairs} held-out pairs ...")
@@ -123,18 +143,32 @@ async def gather_evidence(registry: AdapterRegistry, candidate: str, incumbent: 
                                     limit=policy.pairs, progress=progress)
     arena = SamplingSettings.from_arena(seed=policy.seed)
     sampling = SamplingSettings(arena.temperature, arena.top_p, policy.max_tokens or arena.max_tokens, policy.seed)
-    prompts = read_prompts(policy.prompts_data, limit=policy.prompts)
-    progress(f"promotion evidence: {len(prompts)} held-out prompts at the arena's sampling ({sampling}) ...")
+    sets = [(Path(policy.prompts_data), read_prompts(policy.prompts_data, limit=policy.prompts))]
+    if policy.handwritten_data and policy.handwritten_prompts != 0:
+        sets.append((Path(policy.handwritten_data),
+                     read_prompts(policy.handwritten_data, limit=policy.handwritten_prompts)))
+    progress(f"promotion evidence: {sum(len(p) for _, p in sets)} held-out prompts ({len(sets)} sets) at the "
+             f"arena's sampling ({sampling}) ...")
     if server:
-        generations = await generate_all(ServerGenerator(server, sampling), labels, prompts, sampling,
-                                         policy.prompts_data, progress=progress)
+        generations = await generate_sets(ServerGenerator(server, sampling), labels, sets, sampling,
+                                          progress=progress)
     else:
         async with engine_generator(registry, labels, sampling, model_dir, vllm_cfg) as generator:
-            generations = await generate_all(generator, labels, prompts, sampling, policy.prompts_data,
-                                             progress=progress)
-    generations["pairwise"] = {"listing_judge": win_rates(listing_judge_outcomes(generations["items"], labels),
-                                                          labels)}
-    return margins, generations
+            generations = await generate_sets(generator, labels, sets, sampling, progress=progress)
+    return margins, pool_sets(generations, labels)
+
+
+def pool_sets(generations: dict, labels: list[str]) -> dict:
+    """`generate_sets` output with the sets pooled on top: every prompt's verdicts in one summary and one pairwise
+    table (what the checks read), the per-set results kept under "sets"."""
+    from eval.generate import summarize_verdicts
+    from eval.pairwise import listing_judge_outcomes, win_rates
+
+    items = [item for one in generations["sets"] for item in one["items"]]
+    judged = [item for item in items if item["verdicts"]]
+    return dict(generations, data=[one["data"] for one in generations["sets"]],
+                summary={label: summarize_verdicts([item["verdicts"][label] for item in judged]) for label in labels},
+                pairwise={"listing_judge": win_rates(listing_judge_outcomes(items, labels), labels)})
 
 
 def promote(registry: AdapterRegistry, candidate: str, alias: str, *, force: bool = False,

@@ -51,7 +51,7 @@ def test_closed_loop(live_server, prompts, tmp_path):
         out_dir=tmp_path / "loop", max_tokens=96, concurrency=8, progress=lambda _: None,
         # two DPO steps cannot be expected to beat their parent: the gate runs, and the move is recorded as forced
         # unless the evidence happened to pass
-        promote_pairs=4, promote_prompts=4, force_promote=True)
+        promote_pairs=4, promote_prompts=4, promote_handwritten=2, force_promote=True)
     try:
         record = asyncio.run(run_loop(settings))
 

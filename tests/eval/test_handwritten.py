@@ -17,7 +17,8 @@ PATH = Path(__file__).resolve().parents[2] / "eval" / "data" / "prompts_handwrit
 
 def test_every_stated_fact_is_in_its_prompt_and_a_grounded_answer_scores_full_marks():
     rows = [json.loads(line) for line in PATH.read_text().splitlines() if line.strip()]
-    assert len(read_prompts(PATH)) == len(rows) >= 16
+    assert len(read_prompts(PATH)) == len(rows) >= 48
+    assert len({row["listing"]["id"] for row in rows}) == len(rows)
     assert {row["family"] for row in rows} == {"handwritten"}
     for row in rows:
         prompt, facts = row["messages"][0]["content"].lower(), stated_facts(row["listing"])

@@ -72,6 +72,26 @@ def test_a_pairwise_row_written_from_the_incumbents_side_is_mirrored():
     assert verdict["passed"] and verdict["checks"][1]["win_rate"] == pytest.approx(0.80)
 
 
+def _two_sets(generated: tuple[int, int, int], handwritten: tuple[int, int, int]) -> dict:
+    """Generations on two prompt sets with the pooled table on top, as `gather_evidence` returns them."""
+    pooled = _generations(*(g + h for g, h in zip(generated, handwritten)))
+    sets = [dict(_generations(*generated), name="prompts_heldout"),
+            dict(_generations(*handwritten), name="prompts_handwritten")]
+    return dict(pooled, sets=sets, data=[{"path": "heldout.jsonl"}, {"path": "handwritten.jsonl"}])
+
+
+def test_a_candidate_that_wins_the_generated_prompts_but_loses_the_hand_written_ones_is_refused():
+    # pooled 49-30-9 of 88 (lower bound ~0.50+) would pass alone; losing 11-16-1 on the hand-written set does not
+    v = check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _two_sets((38, 14, 8), (11, 16, 1)))
+    generations = v["checks"][1]
+    assert not v["passed"] and not generations["passed"] and generations["ci_low"] > 0.5
+    assert "prompts_handwritten 11-16-1 (0.41, loses)" in generations["detail"]
+    assert [s["name"] for s in generations["sets"]] == ["prompts_heldout", "prompts_handwritten"]
+    # winning both sets (pooled bound above 0.5) passes, and a tie on one set (0.50) is not a loss
+    assert check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _two_sets((38, 14, 8), (20, 8, 0)))["passed"]
+    assert check_evidence("dpo@2", "dpo@1", _margins(0.95, 0.90), _two_sets((38, 4, 8), (12, 12, 4)))["passed"]
+
+
 def _registry_with_two_versions(tiny_registry, tmp_path) -> AdapterRegistry:
     root = tmp_path / "adapters"
     shutil.copytree(tiny_registry, root)
@@ -128,7 +148,8 @@ def test_a_degenerate_adapter_is_refused_promotion_on_the_real_model(tiny_regist
                     log=lambda *_: None)
     assert bad.ref == "sft@2" and registry.aliases()["sft"] == "sft@1"  # training alone does not move the alias
     cfg = load_config()
-    policy = PromotionPolicy(pairs=4, prompts=6, max_tokens=64)  # 4 pairs: HF float32 scoring is the slow part
+    # 4 pairs: HF float32 scoring is the slow part; 6 generated and 4 hand-written prompts
+    policy = PromotionPolicy(pairs=4, prompts=6, handwritten_prompts=4, max_tokens=64)
     with pytest.raises(PromotionRefused) as refused:
         promote(registry, "sft@2", "sft", policy=policy, model_dir=cfg.model.resolved_dir(), vllm_cfg=cfg.server.vllm,
                 progress=lambda *_: None)
