@@ -48,7 +48,7 @@ _ROLES = [
     ("area_sqft", re.compile(r"(\d[\d,]*)\s*(?:sq\.?\s*ft\.?|square[\s-]+feet|sqft|sf\b)", re.I)),
     ("transit_minutes", re.compile(_NUM + r"[\s-]*min(?:ute)?s?\b", re.I)),
     ("monthly_fee", re.compile(r"\$\s?(\d[\d,]*(?:\.\d+)?)")),
-    ("year_built", re.compile(r"(?:built|constructed|dating)\s+(?:in\s+|from\s+)?(\d{4})\b", re.I)),
+    ("year_built", re.compile(r"(?:built|constructed|dating):?\s+(?:in\s+|from\s+)?(\d{4})\b", re.I)),
 ]
 HEDGES = ["may ", "might ", "possibly", "perhaps", "appears to", "seems to", "it seems", "cannot verify",
           "can't verify", "cannot guarantee", "can't guarantee", "not guaranteed", "reportedly", "allegedly",

@@ -48,8 +48,9 @@ TRAIN_KIND_WEIGHTS = {"hype": 1, "vague": 1, "over_hedged": 1, "invented_feature
 # Bumped whenever the same seed would write other rows, so a dataset built by an earlier generator is rebuilt
 # (2: answers state the facts in the order the prompt gave them and the area as the prompt wrote it; the
 # misplaced_number and drops_a_fact near-misses; held-out prompts on a stream of their own; 3: the `mls` family,
-# notes sometimes typed in lower case, training pairs weighted by TRAIN_KIND_WEIGHTS). Recorded with the seed in STAMP.
-GENERATOR_VERSION = 3
+# notes sometimes typed in lower case, training pairs weighted by TRAIN_KIND_WEIGHTS; 4: hype on the features
+# themselves, rewrite requests asked and quoted more ways). Recorded with the seed in STAMP.
+GENERATOR_VERSION = 4
 STAMP = "dataset.json"
 
 

@@ -25,7 +25,7 @@ _ROLES = [
     (re.compile(r"(\d[\d,]*) (?:sq ft|square feet)", re.I), "area_sqft"),
     (re.compile(r"(\d+)-minute", re.I), "transit_minutes"),
     (re.compile(r"\$(\d[\d,]*)"), "monthly_fee"),
-    (re.compile(r"\bbuilt (?:in )?(\d{4})\b|\b(\d{4}) build\b|year built (\d{4})", re.I), "year_built"),
+    (re.compile(r"\bbuilt (?:in )?(\d{4})\b|\b(\d{4}) build\b|year built:? (\d{4})", re.I), "year_built"),
 ]
 
 

@@ -49,7 +49,12 @@ def _hype(listing: Listing, rng: random.Random) -> str:
     ])
     size = (f"{bed_bath_phrase(listing, rng).capitalize()} and {fmt_area(listing.area_sqft, rng)} of pure {words[1]} living."
             if listing.states("area_sqft") else f"{bed_bath_phrase(listing, rng).capitalize()} of pure {words[1]} living.")
-    body = [size, f"Enjoy {join_list(list(listing.features))} - simply {words[2]}!"]
+    features = list(listing.features)
+    # hype people type sits on the features themselves ("STUNNING quartz countertops"), so two times in three it does
+    body = [size, rng.choice([f"Enjoy {join_list(features)} - simply {words[2]}!",
+                              f"{words[2].capitalize()} {join_list(features)}!",
+                              f"{words[2].upper()} {features[0]}" + (f" and {join_list(features[1:])}!!" if features[1:]
+                                                                      else "!!")])]
     if listing.states("transit"):
         body.append(rng.choice([f"Just {listing.transit}!", f"Steps from everything - {listing.transit}!"]))
     rng.shuffle(body)

@@ -238,8 +238,12 @@ def _rewrite(listing: Listing, rng: random.Random) -> str:
         "Can you tone this down and keep it factual?",
         "Make this listing less salesy, same facts:",
         "My agent wrote this. Rewrite it so it just states the facts:",
+        "Please strip the sales talk out of this ad:",
+        "fix this ad, keep the facts, lose the superlatives",
+        "Too much? Make it plain and accurate:",
     ])
-    return f"{ask}\n\n\"{hype}\""
+    # pasted on its own, inline in quotes, or first with the ask after it
+    return rng.choice([f"{ask}\n\n\"{hype}\"", f"{ask} '{hype}'", f"\"{hype}\"\n\n{ask}"])
 
 
 def _shorthand(listing: Listing, rng: random.Random) -> str:

@@ -130,6 +130,10 @@ def test_garbled_numbers_fuse_or_move_facts_and_are_a_subset_of_invented():
     assert "number:2940" in verdict.garbled and "number:94" in verdict.garbled
     assert "number:7" in verdict.invented and "number:7" not in verdict.garbled
     assert set(verdict.garbled) <= set(verdict.invented)
+    # the area in the year's role after a colon ("Year built: 1940" for a 1940 sq ft home) is a moved fact too
+    text = GROUNDED.replace("940 sq ft", "1940 sq ft").replace("built in 2010", "Year built: 1940")
+    moved = judge_listing(text, dict(FACTS, area_sqft=1940))
+    assert any(g.startswith("year_built:1940") for g in moved.garbled), moved.garbled
 
 
 def test_a_partial_listing_counts_only_the_stated_facts():

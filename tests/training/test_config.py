@@ -15,8 +15,8 @@ def test_profiles_and_precedence():
     full = load_recipe(default_config_path("dpo"), "full")
     assert full["bf16"] is True and full["num_train_epochs"] >= 1 and "max_steps" not in full
     assert recipe_unknown_keys("dpo", default_config_path("dpo"), "full") == []
-    assert quick.trl.beta == 0.3 and quick.palate.parent == "sft"  # the recipe's top-level DPO values
-    assert list(quick.trl.loss_type) == ["sigmoid", "sft"] and list(quick.trl.loss_weights) == [1.0, 1.0]
+    assert quick.trl.beta == 10.0 and quick.palate.parent == "sft"  # the recipe's top-level DPO values
+    assert list(quick.trl.loss_type) == ["sigmoid_norm", "sft"] and list(quick.trl.loss_weights) == [1.0, 2.0]
     # overrides beat the profile, flags beat overrides; `--from` is the parent
     spec = resolve_job("dpo", argv=["--beta", "0.4", "--from", "dpo", "--precompute_ref_log_probs", "true"],
                        overrides={"beta": 0.2, "max_steps": 2})
