@@ -52,8 +52,11 @@ class PromotionRefused(RuntimeError):
     def __init__(self, result: dict):
         self.result = result
         failed = [c for c in result["checks"] if not c["passed"]]
-        super().__init__(f"{result['candidate']} not promoted to '{result['alias']}' (stays at "
-                         f"{result['incumbent']}): " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
+        # an alias that did not exist yet is not created; the candidate was held against its parent (or base)
+        where = (f"stays at {result['incumbent']}" if result.get("alias_existed", True)
+                 else f"not created; compared with {result['incumbent']}")
+        super().__init__(f"{result['candidate']} not promoted to '{result['alias']}' ({where}): "
+                         + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
 
 
 def incumbent_for(registry: AdapterRegistry, candidate: str, alias: str) -> str:
@@ -190,7 +193,7 @@ def promote(registry: AdapterRegistry, candidate: str, alias: str, *, force: boo
         evidence = asyncio.run(gather_evidence(registry, candidate, incumbent, policy, model_dir, vllm_cfg, server,
                                                progress))
     result = check_evidence(candidate, incumbent, *evidence, policy)
-    result["alias"] = alias
+    result["alias"], result["alias_existed"] = alias, alias in registry.aliases()
     if not result["passed"] and not force:
         raise PromotionRefused(result)
     record = registry.promote(alias, candidate, result, forced=force and not result["passed"])

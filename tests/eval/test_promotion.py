@@ -110,6 +110,9 @@ def test_refused_promotion_leaves_the_alias_and_force_records_it(tiny_registry, 
         promote(registry, "dpo@2", "dpo", evidence=weak)
     assert "judged generations" in str(refused.value) and "stays at dpo@1" in str(refused.value)
     assert registry.aliases()["dpo"] == "dpo@1" and registry.promotion_of("dpo@2") is None
+    with pytest.raises(PromotionRefused, match=r"not promoted to 'fresh' \(not created; compared with dpo@1\)"):
+        promote(registry, "dpo@2", "fresh", evidence=weak)  # a new alias: held against the parent, not created
+    assert "fresh" not in registry.aliases()
     result = promote(registry, "dpo@2", "dpo", force=True, evidence=weak)
     assert registry.aliases()["dpo"] == "dpo@2"
     record = registry.promotion_of("dpo@2", "dpo")
