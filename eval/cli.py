@@ -25,6 +25,25 @@ DEFAULT_GENERATE_SETS = ["data/listings/prompts_heldout.jsonl", DEFAULT_PROMPTS,
 REPORTS = Path("reports")
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number, 0 or more (a negative count is refused, not sliced from the end)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|report`, `promote`, `loop`,
     `votes export`."""
@@ -104,9 +123,9 @@ def _add_promote(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("ref", help="the candidate, an exact version: dpo@3")
     pr.add_argument("--alias", required=True, help="the alias to move (e.g. dpo)")
     pr.add_argument("--force", action="store_true", help="move it even if a check fails (recorded as forced)")
-    pr.add_argument("--pairs", type=int, default=120, help="held-out preference pairs for the margins check")
-    pr.add_argument("--prompts", type=int, default=40, help="generated held-out prompts for the generations check")
-    pr.add_argument("--handwritten", type=int, default=None,
+    pr.add_argument("--pairs", type=_positive, default=120, help="held-out preference pairs for the margins check")
+    pr.add_argument("--prompts", type=_positive, default=40, help="generated held-out prompts for the generations check")
+    pr.add_argument("--handwritten", type=_count, default=None,
                     help=f"hand-written prompts ({HANDWRITTEN_PROMPTS}) for the generations check, judged with the "
                          "generated ones; the candidate must not lose on either set (default: all; 0: none)")
     pr.add_argument("--min-win-lower", type=float, default=0.5,
@@ -136,10 +155,10 @@ def _add_loop(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--train-flag", action="append", default=[], help="extra `palate train dpo` flag (repeatable)")
     loop.add_argument("--out-dir", default=None, help="where the export and loop record go (default: reports/loop-<time>)")
     loop.add_argument("--concurrency", type=int, default=4, help="battles in flight at once")
-    loop.add_argument("--promote-pairs", type=int, default=120, help="held-out pairs for the promotion margins check")
-    loop.add_argument("--promote-prompts", type=int, default=40, help="held-out prompts for the promotion "
+    loop.add_argument("--promote-pairs", type=_positive, default=120, help="held-out pairs for the promotion margins check")
+    loop.add_argument("--promote-prompts", type=_positive, default=40, help="held-out prompts for the promotion "
                                                                      "generations check")
-    loop.add_argument("--promote-handwritten", type=int, default=None,
+    loop.add_argument("--promote-handwritten", type=_count, default=None,
                       help="hand-written prompts judged with them (default: all; 0: none)")
     loop.add_argument("--force-promote", action="store_true", help="move the alias even if a promotion check "
                                                                    "fails (recorded as forced)")

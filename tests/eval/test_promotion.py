@@ -162,3 +162,16 @@ def test_a_degenerate_adapter_is_refused_promotion_on_the_real_model(tiny_regist
     assert failed & {"margins", "degeneration"}, refused.value.result["checks"]
     assert str(refused.value).count(":") >= 2 and "stays at sft@1" in str(refused.value)
     assert registry.aliases()["sft"] == "sft@1" and registry.promotion_of("sft@2") is None
+
+
+@pytest.mark.parametrize("flag, value, message", [("--handwritten", "-3", "expected 0 or more, got -3"),
+                                                  ("--prompts", "0", "expected 1 or more, got 0"),
+                                                  ("--pairs", "many", "expected a whole number, got 'many'")])
+def test_promote_refuses_a_count_it_cannot_use_and_names_the_flag(flag, value, message, capsys):
+    from core.cli import main as palate
+
+    with pytest.raises(SystemExit) as exited:
+        palate(["promote", "dpo@2", "--alias", "dpo", flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {message}" in err
