@@ -124,7 +124,8 @@ def _add_promote(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("--alias", required=True, help="the alias to move (e.g. dpo)")
     pr.add_argument("--force", action="store_true", help="move it even if a check fails (recorded as forced)")
     pr.add_argument("--pairs", type=_positive, default=120, help="held-out preference pairs for the margins check")
-    pr.add_argument("--prompts", type=_positive, default=40, help="generated held-out prompts for the generations check")
+    pr.add_argument("--prompts", type=_positive, default=40,
+                    help="generated held-out prompts for the generations check")
     pr.add_argument("--handwritten", type=_count, default=None,
                     help=f"hand-written prompts ({HANDWRITTEN_PROMPTS}) for the generations check, judged with the "
                          "generated ones; the candidate must not lose on either set (default: all; 0: none)")
@@ -155,7 +156,8 @@ def _add_loop(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--train-flag", action="append", default=[], help="extra `palate train dpo` flag (repeatable)")
     loop.add_argument("--out-dir", default=None, help="where the export and loop record go (default: reports/loop-<time>)")
     loop.add_argument("--concurrency", type=int, default=4, help="battles in flight at once")
-    loop.add_argument("--promote-pairs", type=_positive, default=120, help="held-out pairs for the promotion margins check")
+    loop.add_argument("--promote-pairs", type=_positive, default=120,
+                      help="held-out pairs for the promotion margins check")
     loop.add_argument("--promote-prompts", type=_positive, default=40, help="held-out prompts for the promotion "
                                                                      "generations check")
     loop.add_argument("--promote-handwritten", type=_count, default=None,

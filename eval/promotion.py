@@ -100,19 +100,19 @@ def check_evidence(candidate: str, incumbent: str, margins: dict, generations: d
     c_label = next(m["label"] for m in generations["models"] if m["ref"] == candidate or m["label"] == candidate)
     i_label = next(m["label"] for m in generations["models"] if m["ref"] == incumbent or m["label"] == incumbent)
     wins, losses, ties, rate, low, high = _from_candidate(generations["pairwise"], c_label, i_label)
-    per_set = []  # (set name, wins, losses, ties, win rate) when the prompts came as several sets
+    per_set = []  # the candidate's record on each prompt set, when the prompts came as several
     for one in generations.get("sets", []):
         w, lo_, t, r, _, _ = _from_candidate(one["pairwise"], c_label, i_label)
-        per_set.append({"name": one["name"], "wins": w, "losses": lo_, "ties": t, "win_rate": r})
-    losing = [s for s in per_set if s["win_rate"] < 0.5]
+        per_set.append({"name": one["name"], "wins": w, "losses": lo_, "ties": t, "win_rate": r, "loses": r < 0.5})
     detail = (f"listing judge prefers the candidate in {wins} of {wins + losses + ties} prompts ({losses} "
               f"losses, {ties} ties): win rate {rate:.2f}, Wilson 95% [{low:.2f}, {high:.2f}]; "
               f"needs a lower bound above {policy.min_win_lower:.2f}")
     if per_set:
         detail += "; per set " + ", ".join(f"{s['name']} {s['wins']}-{s['losses']}-{s['ties']} ({s['win_rate']:.2f}"
-                                           f"{', loses' if s in losing else ''})" for s in per_set)
+                                           f"{', loses' if s['loses'] else ''})" for s in per_set)
         detail += ", needs at least 0.50 on each"
-    checks.append({"name": "judged generations", "passed": low > policy.min_win_lower and not losing,
+    passed = low > policy.min_win_lower and not any(s["loses"] for s in per_set)
+    checks.append({"name": "judged generations", "passed": passed,
                    "detail": detail, "win_rate": rate, "ci_low": low, "ci_high": high,
                    "games": wins + losses + ties, "sets": per_set})
 
