@@ -56,6 +56,13 @@ class PalateArgs:
                                 "dataset's grounding check finds wrong (invented, missing facts, cut by the length "
                                 "limit) becomes that row's rejected answer (training/onpolicy.py). Needs rows with "
                                 "`listing` facts. 0: the written near-misses only."})
+    on_policy_samples: int = field(default=1, metadata={"help": "DPO with on_policy_rows: answers sampled per prompt "
+                                   "(the rejected one is the one with the most reasons). Read only when on_policy_rows > 0."})
+    on_policy_chosen: str = field(default="dataset", metadata={"help": "DPO with on_policy_rows: 'dataset' keeps the "
+                                  "row's written chosen answer (SPIN); 'sample' pairs two of the parent's own answers, "
+                                  "one the grounding check finds nothing false in (fewest facts left out) over one "
+                                  "it finds something false in or that was cut; a row without both keeps its "
+                                  "written pair. 'sample' needs on_policy_samples >= 2. Read only when on_policy_rows > 0."})
 
 
 @dataclass
@@ -202,6 +209,14 @@ def check_on_policy(spec: JobSpec) -> None:
     if rows and spec.kind != "dpo":
         raise ConfigError(f"on_policy_rows={rows} is a DPO setting (it replaces rejected answers); "
                           f"palate train {spec.kind} has none. Remove it.")
+    samples, chosen = spec.palate.on_policy_samples, spec.palate.on_policy_chosen
+    if samples < 1:
+        raise ConfigError(f"on_policy_samples={samples}: give at least 1 answer per prompt.")
+    if chosen not in ("dataset", "sample"):
+        raise ConfigError(f"on_policy_chosen={chosen!r}: choose 'dataset' or 'sample'.")
+    if chosen == "sample" and samples < 2:
+        raise ConfigError(f"on_policy_chosen='sample' needs on_policy_samples >= 2 (a right and a wrong answer to "
+                          f"pair); it is {samples}.")
 
 
 def check_length_buckets(spec: JobSpec) -> None:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import ConfigError, load_model_config, project_path
+from core.config import ConfigError, engine_dtype, load_model_config, project_path
 from core.registry import AdapterRegistry, AdapterVersion, RegistryError, VersionExistsError, parse_ref
 from core.training_progress import progress_path
 from training import distributed
@@ -36,7 +36,7 @@ from training.config import JobSpec, resolve_job
 from training.data import ensure_dataset
 from training.inputs import PreparedData, base_model_info, length_bucketed, prepare_data, row_length
 from training.metrics import GracefulInterrupt, MetricsRecorder, ProgressReporter, final_metrics, plot_metrics
-from training.onpolicy import ON_POLICY_FILE, Sampling, with_on_policy_rejections
+from training.onpolicy import ON_POLICY_FILE, Sampling, sampler, with_on_policy_rejections
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -353,9 +353,26 @@ def _train_evaluate_register(spec: JobSpec, name: str, registry: AdapterRegistry
 def _on_policy_rejections(spec: JobSpec, model, tokenizer, plan: JobPlan, log) -> tuple[list[dict], dict]:
     """The training rows with the parent's own wrong answers as rejected (training/onpolicy.py), sampled on rank 0
     (kept in the run directory, so a resumed job reuses them) and shared with the other ranks."""
-    return distributed.on_main_then_share(lambda: with_on_policy_rejections(
-        model, tokenizer, plan.train.rows, plan.train.listings, spec.palate.on_policy_rows, Sampling.arena(),
-        spec.trl.seed, plan.run_dir / ON_POLICY_FILE, log))
+    import torch
+
+    args = spec.palate
+    # Rows past what the job trains would be sampled for nothing: max_steps x the effective batch, when set.
+    trained = spec.trl.max_steps * distributed_record(spec)["effective_batch_size"] if spec.trl.max_steps > 0 else None
+    rows = min(args.on_policy_rows, trained) if trained else args.on_policy_rows
+    if rows < args.on_policy_rows:
+        log(f"on-policy pairs: on_policy_rows={args.on_policy_rows}, but {max(spec.trl.max_steps, 0)} steps train "
+            f"only {trained} rows: sampling those")
+
+    def sample():
+        # A merged copy in the engine's dtype samples faster than the training copy; without a parent, that copy.
+        sampling_model = (sampler(plan.model_dir, plan.parent.path, engine_dtype("auto", torch.cuda.is_available()),
+                                  model.device) if plan.parent is not None else model)
+        return with_on_policy_rejections(
+            sampling_model, tokenizer, plan.train.rows, plan.train.listings, rows, Sampling.arena(),
+            spec.trl.seed, plan.run_dir / ON_POLICY_FILE, log, samples=args.on_policy_samples,
+            chosen_from=args.on_policy_chosen)
+
+    return distributed.on_main_then_share(sample)
 
 
 def evaluate_held_out(trainer, spec: JobSpec) -> dict:

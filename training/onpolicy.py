@@ -1,22 +1,27 @@
-"""On-policy rejections for DPO: the parent adapter's own mistakes as the rejected answers.
+"""On-policy pairs for DPO: the parent adapter's own answers, a right one over a wrong one.
 
 The demo dataset's rejected answers are written near-misses (hype, vague, an invented feature, a wrong number ...).
 An SFT adapter soon stops making most of them - it never hypes - so DPO on those pairs alone has little left to
-teach it. What the SFT adapter does get wrong, at the arena's sampling, is its own kind of mistake: it drops facts,
-fuses numbers ("17-bed" for a 17-minute walk) and sometimes never ends. `on_policy_rows: N` makes DPO push down
-exactly those answers, as in SPIN (Chen et al., 2024, "Self-Play Fine-Tuning"): chosen = the dataset's grounded
-answer, rejected = the model's own sample.
+teach it. What the SFT adapter does get wrong, at the arena's sampling, is its own kind of mistake: it fuses and
+moves numbers ("17-bed" for a 17-minute walk), makes some up ("a 5-year lease") and sometimes never ends.
+`on_policy_rows: N` makes DPO push down exactly those answers:
 
     for the first N training rows, in the order they are trained:
-        answer = sample from the parent (temperature, top_p, max_tokens: configs/arena.yaml), seed = trl seed + row
-        if grounding_problems(answer) or missing_facts(answer) or the answer was cut by the length limit:
-            row.rejected = answer          (the row's chosen answer stays)
-        else:
-            the row keeps its written near-miss
+        answers = K samples from the parent (temperature, top_p, max_tokens: configs/arena.yaml; K = on_policy_samples)
+        reasons(answer) = grounding_problems + missing facts + "cut by the length limit"     (training/grounding.py)
+        wrong(answer)   = any reason other than a missing fact (something false, or it never ended)
+        on_policy_chosen "sample":  chosen   = a right answer, the one leaving the fewest facts out
+                                    rejected = a wrong answer, the one with the most reasons
+                                    (no right or no wrong answer among the K: the row keeps its written pair)
+        on_policy_chosen "dataset": chosen stays the dataset's; rejected = the answer with the most reasons, if any
+                                    (SPIN, Chen et al., 2024, "Self-Play Fine-Tuning")
 
-The check is the dataset's own (`training/grounding.py`), not the evaluation's listing judge, and it needs the
-row's `listing` facts (the demo dataset has them; a row without them keeps its pair). Rows of the held-out phrasing
-families are never in the training file, so the evaluation still measures wordings no adapter saw.
+"sample" pairs differ in the mistake, not in who wrote them, so the DPO gradient lands on the wrong number rather
+than on the parent's wording; "dataset" pairs differ in every token, and measured they moved the numbers rather
+than fixed them (README, "What made the adapters loop"). The check is the dataset's own (`training/grounding.py`),
+not the evaluation's listing judge, and it needs the row's `listing` facts (the demo dataset has them; a row
+without them keeps its pair). Rows of the held-out phrasing families are never in the training file, so the
+evaluation still measures wordings no adapter saw.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 from training.grounding import grounding_problems, missing_facts
 
-BATCH = 16  # prompts sampled together (left-padded)
+BATCH = 64  # prompts sampled together (left-padded; 2 CPU cores: 64 answers in 38 s at 64, 42 s at 32)
 ON_POLICY_FILE = "on_policy.jsonl"  # the sampled answers and why each was rejected (run dir, then the registry)
 
 
@@ -54,6 +59,40 @@ def why_rejected(text: str, facts: dict | None, cut: bool) -> list[str]:
     return reasons + grounding_problems(text, facts) + [f"missing {m}" for m in missing_facts(text, facts)]
 
 
+def is_wrong(reasons: list[str]) -> bool:
+    """Does the answer state something false or never end? (Leaving a fact out is not wrong, only less complete.)"""
+    return any(not reason.startswith("missing ") for reason in reasons)
+
+
+def pick_pair(samples: list[dict], chosen_from: str) -> tuple[int | None, int | None]:
+    """(chosen, rejected) sample indices for one row; None where the row keeps its written answer.
+
+    chosen_from "dataset": no sampled chosen; rejected = the sample with the most reasons (missing facts count).
+    chosen_from "sample": chosen = a sample with nothing wrong (fewest missing facts), rejected = a wrong sample
+    (most reasons); both or neither, so the pair differs in the mistake and not in who wrote it."""
+    def most_reasons(indices):
+        return max(indices, key=lambda i: len(samples[i]["reasons"]), default=None)
+
+    if chosen_from == "dataset":
+        return None, most_reasons([i for i, s in enumerate(samples) if s["reasons"]])
+    right = [i for i, s in enumerate(samples) if not is_wrong(s["reasons"])]
+    wrong = [i for i, s in enumerate(samples) if is_wrong(s["reasons"])]
+    if not right or not wrong:
+        return None, None
+    return min(right, key=lambda i: len(samples[i]["reasons"])), most_reasons(wrong)
+
+
+def sampler(model_dir: Path, adapter_dir: Path, dtype: str, device="cpu"):
+    """The parent adapter merged into a copy of the base model in `dtype`, for sampling only (the trained model stays
+    as it is). Merged bf16 on an AVX-512 BF16 host samples 2x faster than the unmerged float32 training copy."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().to(device)
+
+
 def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampling, seed: int) -> list[tuple[str, bool]]:
     """(answer, cut by the length limit) per chat prompt, sampled from `model` as it is now."""
     import torch
@@ -66,7 +105,7 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampli
         for start in range(0, len(prompts), BATCH):
             texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                      for p in prompts[start:start + BATCH]]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             torch.manual_seed(seed + start)
             with torch.no_grad():
                 ids = model.generate(**batch, do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
@@ -83,32 +122,47 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampli
 
 
 def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[dict | None], n: int,
-                              sampling: Sampling, seed: int, cache: Path, log=print) -> tuple[list[dict], dict]:
-    """`rows` with the first `n` rows' rejected answers replaced by the model's own worse answers, and a summary.
-    The replaced pairs are kept in `cache` (JSONL), which a resumed job reads instead of sampling again."""
+                              sampling: Sampling, seed: int, cache: Path, log=print, samples: int = 1,
+                              chosen_from: str = "dataset") -> tuple[list[dict], dict]:
+    """`rows` with the first `n` rows' pairs rebuilt from `samples` answers of the model each (`pick_pair`), and a
+    summary. Every sampled answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads
+    instead of sampling again."""
     n = min(n, len(rows))
     if cache.is_file():
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-        log(f"on-policy rejections: {len(records)} sampled answers read from {cache}")
+        log(f"on-policy pairs: {len(records)} sampled answers read from {cache}")
     else:
-        log(f"on-policy rejections: sampling the parent's answers to {n} training prompts "
+        log(f"on-policy pairs: sampling {samples} answer(s) of the parent to each of {n} training prompts "
             f"(temperature {sampling.temperature}, top_p {sampling.top_p}, {sampling.max_tokens} tokens) ...")
-        answers = sample_answers(model, tokenizer, [row["prompt"] for row in rows[:n]], sampling, seed)
-        records = [{"row": i, "answer": text, "cut": cut, "reasons": why_rejected(text, facts[i], cut)}
-                   for i, (text, cut) in enumerate(answers)]
+        records = []
+        for k in range(samples):
+            answers = sample_answers(model, tokenizer, [row["prompt"] for row in rows[:n]], sampling,
+                                     seed + k * 100_003)
+            records += [{"row": i, "sample": k, "answer": text, "cut": cut,
+                         "reasons": why_rejected(text, facts[i], cut)} for i, (text, cut) in enumerate(answers)]
         cache.write_text("".join(json.dumps(r) + "\n" for r in records))
-    out = list(rows)
+    by_row: dict[int, list[dict]] = {}
     for record in records:
-        if record["reasons"]:
-            row = dict(out[record["row"]])
-            row["rejected"] = [{"role": "assistant", "content": record["answer"]}]
-            out[record["row"]] = row
-    replaced = [r for r in records if r["reasons"]]
-    kinds = Counter(reason.split(":")[0].split(" ")[0] for r in replaced for reason in r["reasons"])
-    summary = {"sampled": len(records), "replaced": len(replaced), "kept_written": len(records) - len(replaced),
+        by_row.setdefault(record["row"], []).append(record)
+    out, changed, used = list(rows), 0, []
+    for i, group in sorted(by_row.items()):
+        chosen, rejected = pick_pair(group, chosen_from)
+        if rejected is None:
+            continue
+        row = dict(out[i])
+        row["rejected"] = [{"role": "assistant", "content": group[rejected]["answer"]}]
+        if chosen is not None:
+            row["chosen"] = [{"role": "assistant", "content": group[chosen]["answer"]}]
+        out[i], changed = row, changed + 1
+        used.append(group[rejected])
+    wrong = [r for r in records if is_wrong(r["reasons"])]
+    kinds = Counter(reason.split(":")[0].split(" ")[0] for r in used for reason in r["reasons"])
+    summary = {"sampled": len(records), "rows": len(by_row), "samples_per_row": samples, "chosen_from": chosen_from,
+               "replaced": changed, "kept_written": len(by_row) - changed, "wrong": len(wrong),
                "cut_by_length": sum(r["cut"] for r in records), "reasons": dict(sorted(kinds.items())),
                "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
                             "max_tokens": sampling.max_tokens}}
-    log(f"on-policy rejections: {summary['replaced']} of {summary['sampled']} rows now reject the parent's own answer "
-        f"({summary['kept_written']} answers had nothing wrong and keep the written near-miss; reasons {kinds})")
+    log(f"on-policy pairs: {changed} of {len(by_row)} rows now train on the parent's own answers "
+        f"({summary['kept_written']} keep the written pair; {len(wrong)} of {len(records)} answers were wrong; "
+        f"reasons of the rejected ones {dict(kinds)})")
     return out, summary

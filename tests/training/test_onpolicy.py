@@ -8,7 +8,7 @@ import pytest
 
 from core.config import ConfigError
 from training.config import resolve_job
-from training.onpolicy import ON_POLICY_FILE, why_rejected
+from training.onpolicy import ON_POLICY_FILE, is_wrong, pick_pair, why_rejected
 
 FACTS = {"property_type": "townhouse", "beds": 2, "baths": 2.0, "area_sqft": 1030, "neighbourhood": "Stonebridge",
          "transit": "a 17-minute walk to the King Street streetcar", "transit_minutes": 17, "monthly_fee": 550,
@@ -35,6 +35,63 @@ def test_on_policy_rows_is_refused_where_it_would_do_nothing():
         resolve_job("sft", overrides={"on_policy_rows": 8})
     with pytest.raises(ConfigError, match="on_policy_rows=-1"):
         resolve_job("dpo", overrides={"on_policy_rows": -1})
+    with pytest.raises(ConfigError, match="on_policy_chosen='sample' needs on_policy_samples >= 2"):
+        resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_samples": 1, "on_policy_chosen": "sample"})
+    with pytest.raises(ConfigError, match="on_policy_chosen='best'"):
+        resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_chosen": "best"})
+    with pytest.raises(ConfigError, match="on_policy_samples=0"):
+        resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_samples": 0})
+    # the quick profile samples; on_policy_rows 0 switches it off without touching the other two keys
+    assert resolve_job("dpo", profile="quick", overrides={"on_policy_rows": 0}).palate.on_policy_rows == 0
+
+
+def _sample(text: str, cut: bool = False) -> dict:
+    return {"answer": text, "cut": cut, "reasons": why_rejected(text, FACTS, cut)}
+
+
+def test_leaving_a_fact_out_is_less_complete_not_wrong():
+    assert not is_wrong(why_rejected("2-bed, 2-bath townhouse in Stonebridge.", FACTS, cut=False))
+    assert is_wrong(why_rejected(GROUNDED.replace("2-bed", "17-bed"), FACTS, cut=False))
+    assert is_wrong(why_rejected(GROUNDED, FACTS, cut=True))
+
+
+def test_a_sampled_pair_is_a_right_answer_over_a_wrong_one():
+    short = _sample("2-bed, 2-bath townhouse in Stonebridge.")  # right, but leaves facts out
+    fused = _sample(GROUNDED.replace("2-bed", "17-bed"))  # complete, one number in the wrong role
+    worse = _sample(GROUNDED.replace("2-bed", "17-bed").replace("$550", "$5,500"))  # two wrong
+    complete = _sample(GROUNDED)
+    # chosen: the right answer leaving the fewest facts out; rejected: the wrong one with the most reasons
+    assert pick_pair([short, fused, complete, worse], "sample") == (2, 3)
+    assert pick_pair([fused, short], "sample") == (1, 0)
+    # no right answer or no wrong one: nothing to pair, the row keeps its written pair
+    assert pick_pair([fused, worse], "sample") == (None, None)
+    assert pick_pair([short, complete], "sample") == (None, None)
+    # SPIN: the dataset's chosen answer stays; rejected = the answer with the most reasons, leaving facts out counts
+    assert pick_pair([complete, short], "dataset") == (None, 1)
+    assert pick_pair([complete], "dataset") == (None, None)
+
+
+def test_sampled_pairs_replace_both_answers_and_only_where_there_is_a_pair(small_dataset, tmp_path, monkeypatch):
+    """Two answers per prompt, scripted (a fake sampler): row 0 gets a right and a wrong one, row 1 two wrong ones."""
+    import training.onpolicy as onpolicy
+    from training.inputs import prepare_data
+    from training.onpolicy import Sampling, with_on_policy_rejections
+
+    data = prepare_data("dpo", small_dataset["prefs_train"])
+    facts = [FACTS, FACTS] + data.listings[2:]
+    scripted = {0: [(GROUNDED, False), (GROUNDED.replace("2-bed", "17-bed"), False)],
+                100_003: [(GROUNDED.replace("$550", "$5,500"), False), (GROUNDED, True)]}
+    monkeypatch.setattr(onpolicy, "sample_answers", lambda model, tok, prompts, sampling, seed: scripted[seed])
+    rows, summary = with_on_policy_rejections(None, None, data.rows, facts, 2, Sampling(0.7, 0.95, 24), 0,
+                                              tmp_path / ON_POLICY_FILE, log=lambda *_: None, samples=2,
+                                              chosen_from="sample")
+    assert rows[0]["chosen"] == [{"role": "assistant", "content": GROUNDED}]
+    assert rows[0]["rejected"] == [{"role": "assistant", "content": GROUNDED.replace("$550", "$5,500")}]
+    assert rows[1] == data.rows[1] and rows[2:] == data.rows[2:]
+    assert summary["sampled"] == 4 and summary["replaced"] == 1 and summary["kept_written"] == 1
+    assert summary["wrong"] == 3 and summary["cut_by_length"] == 1
+    records = [json.loads(line) for line in (tmp_path / ON_POLICY_FILE).read_text().splitlines()]
+    assert [(r["row"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
 def test_the_first_rows_reject_the_models_own_wrong_answers_and_a_resume_reuses_them(tiny_model_dir, small_dataset,
@@ -78,10 +135,30 @@ def test_dpo_job_records_what_it_pushed_down(trained, tiny_model_dir, small_data
     root, sft, _ = trained
     adapter = train_dpo(model_dir=tiny_model_dir, data=small_dataset["prefs_train"], registry_root=root,
                         name="dpo_onpolicy", parent=sft.ref, log=lambda *_: None,
-                        overrides={**tiny_overrides, "on_policy_rows": 2, "run_root": str(tmp_path / "runs")})
+                        overrides={**tiny_overrides, "on_policy_rows": 2, "on_policy_samples": 1,
+                                   "on_policy_chosen": "dataset", "run_root": str(tmp_path / "runs")})
     summary = adapter.meta["on_policy"]
     records = [json.loads(line) for line in (adapter.path / ON_POLICY_FILE).read_text().splitlines()]
     assert summary["sampled"] == len(records) == 2 and summary["replaced"] == 2
     assert summary["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192}  # configs/arena.yaml
     assert adapter.meta["config"]["palate"]["on_policy_rows"] == 2
     assert AdapterRegistry(root).verify(adapter) is None
+
+
+def test_dpo_job_samples_several_answers_per_prompt_from_the_parent(trained, tiny_model_dir, small_dataset, tmp_path,
+                                                                     tiny_overrides):
+    """The real job with the quick profile's sampled pairs (on_policy_rows 72): only the rows the job trains are
+    sampled (3 steps x 2 rows), every answer is kept, and as the 2-layer random parent writes nothing right, no row
+    has a pair to train on and every row keeps its written one (said in the summary)."""
+    from training.jobs import train_dpo
+
+    root, sft, _ = trained
+    adapter = train_dpo(model_dir=tiny_model_dir, data=small_dataset["prefs_train"], registry_root=root,
+                        name="dpo_sampled", parent=sft.ref, log=lambda *_: None,
+                        overrides={**tiny_overrides, "on_policy_samples": 2, "run_root": str(tmp_path / "runs")})
+    summary = adapter.meta["on_policy"]
+    assert adapter.meta["config"]["palate"]["on_policy_rows"] == 72  # configs/train/dpo.yaml, quick
+    records = [json.loads(line) for line in (adapter.path / ON_POLICY_FILE).read_text().splitlines()]
+    assert sorted((r["row"], r["sample"]) for r in records) == [(row, k) for row in range(6) for k in (0, 1)]
+    assert summary["chosen_from"] == "sample" and summary["samples_per_row"] == 2 and summary["rows"] == 6
+    assert summary["wrong"] == 12 and summary["replaced"] == 0 and summary["kept_written"] == 6
