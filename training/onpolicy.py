@@ -93,7 +93,8 @@ def sampler(model_dir: Path, adapter_dir: Path, dtype: str, device="cpu"):
     return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload().to(device)
 
 
-def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampling, seed: int) -> list[tuple[str, bool]]:
+def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampling,
+                   seed: int) -> list[tuple[str, bool]]:
     """(answer, cut by the length limit) per chat prompt, sampled from `model` as it is now."""
     import torch
 
@@ -132,14 +133,21 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
         log(f"on-policy pairs: {len(records)} sampled answers read from {cache}")
     else:
-        log(f"on-policy pairs: sampling {samples} answer(s) of the parent to each of {n} training prompts "
-            f"(temperature {sampling.temperature}, top_p {sampling.top_p}, {sampling.max_tokens} tokens) ...")
+        # Only rows with listing facts can be checked: the others (votes exported from the arena) keep their pair.
+        judged = [i for i in range(n) if facts[i]]
+        if not judged:
+            log(f"on-policy pairs: none of the first {n} rows has listing facts to check an answer against; "
+                "they keep their written pairs")
+        else:
+            log(f"on-policy pairs: sampling {samples} answer(s) of the parent to each of {len(judged)} training "
+                f"prompts (the first {n} rows, {n - len(judged)} without listing facts skipped; temperature "
+                f"{sampling.temperature}, top_p {sampling.top_p}, {sampling.max_tokens} tokens) ...")
         records = []
-        for k in range(samples):
-            answers = sample_answers(model, tokenizer, [row["prompt"] for row in rows[:n]], sampling,
+        for k in range(samples if judged else 0):
+            answers = sample_answers(model, tokenizer, [rows[i]["prompt"] for i in judged], sampling,
                                      seed + k * 100_003)
             records += [{"row": i, "sample": k, "answer": text, "cut": cut,
-                         "reasons": why_rejected(text, facts[i], cut)} for i, (text, cut) in enumerate(answers)]
+                         "reasons": why_rejected(text, facts[i], cut)} for i, (text, cut) in zip(judged, answers)]
         cache.write_text("".join(json.dumps(r) + "\n" for r in records))
     by_row: dict[int, list[dict]] = {}
     for record in records:

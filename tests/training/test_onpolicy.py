@@ -72,23 +72,28 @@ def test_a_sampled_pair_is_a_right_answer_over_a_wrong_one():
 
 
 def test_sampled_pairs_replace_both_answers_and_only_where_there_is_a_pair(small_dataset, tmp_path, monkeypatch):
-    """Two answers per prompt, scripted (a fake sampler): row 0 gets a right and a wrong one, row 1 two wrong ones."""
+    """Two answers per prompt, scripted (a fake sampler): row 0 gets a right and a wrong one, row 1 two wrong ones,
+    row 2 has no listing facts to check an answer against and is not sampled."""
     import training.onpolicy as onpolicy
     from training.inputs import prepare_data
     from training.onpolicy import Sampling, with_on_policy_rejections
 
     data = prepare_data("dpo", small_dataset["prefs_train"])
-    facts = [FACTS, FACTS] + data.listings[2:]
+    facts = [FACTS, FACTS, None] + data.listings[3:]  # row 2 without facts (an exported vote): not sampled
     scripted = {0: [(GROUNDED, False), (GROUNDED.replace("2-bed", "17-bed"), False)],
                 100_003: [(GROUNDED.replace("$550", "$5,500"), False), (GROUNDED, True)]}
-    monkeypatch.setattr(onpolicy, "sample_answers", lambda model, tok, prompts, sampling, seed: scripted[seed])
-    rows, summary = with_on_policy_rejections(None, None, data.rows, facts, 2, Sampling(0.7, 0.95, 24), 0,
+    def fake_sampler(model, tokenizer, prompts, sampling, seed):
+        assert prompts == [data.rows[0]["prompt"], data.rows[1]["prompt"]]
+        return scripted[seed]
+
+    monkeypatch.setattr(onpolicy, "sample_answers", fake_sampler)
+    rows, summary = with_on_policy_rejections(None, None, data.rows, facts, 3, Sampling(0.7, 0.95, 24), 0,
                                               tmp_path / ON_POLICY_FILE, log=lambda *_: None, samples=2,
                                               chosen_from="sample")
     assert rows[0]["chosen"] == [{"role": "assistant", "content": GROUNDED}]
     assert rows[0]["rejected"] == [{"role": "assistant", "content": GROUNDED.replace("$550", "$5,500")}]
     assert rows[1] == data.rows[1] and rows[2:] == data.rows[2:]
-    assert summary["sampled"] == 4 and summary["replaced"] == 1 and summary["kept_written"] == 1
+    assert (summary["sampled"], summary["rows"], summary["replaced"], summary["kept_written"]) == (4, 2, 1, 1)
     assert summary["wrong"] == 3 and summary["cut_by_length"] == 1
     records = [json.loads(line) for line in (tmp_path / ON_POLICY_FILE).read_text().splitlines()]
     assert [(r["row"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1)]
