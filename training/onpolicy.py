@@ -11,7 +11,8 @@ moves numbers ("17-bed" for a 17-minute walk), makes some up ("a 5-year lease") 
         reasons(answer) = grounding_problems + missing facts + "cut by the length limit"     (training/grounding.py)
         wrong(answer)   = any reason other than a missing fact (something false, or it never ended)
         on_policy_chosen "sample":  chosen   = a right answer, the one leaving the fewest facts out
-                                    rejected = a wrong answer, the one with the most reasons
+                                    rejected = a wrong answer leaving out at least as many facts (else
+                                               the pair would teach "say less"), the one with the most reasons
                                     (no right or no wrong answer among the K: the row keeps its written pair)
         on_policy_chosen "dataset": chosen stays the dataset's; rejected = the answer with the most reasons, if any
                                     (SPIN, Chen et al., 2024, "Self-Play Fine-Tuning")
@@ -69,17 +70,26 @@ def pick_pair(samples: list[dict], chosen_from: str) -> tuple[int | None, int | 
 
     chosen_from "dataset": no sampled chosen; rejected = the sample with the most reasons (missing facts count).
     chosen_from "sample": chosen = a sample with nothing wrong (fewest missing facts), rejected = a wrong sample
-    (most reasons); both or neither, so the pair differs in the mistake and not in who wrote it."""
+    that covers no more facts (most reasons); both or neither, so the pair differs in the mistake and not in who
+    wrote it or how much it says."""
     def most_reasons(indices):
         return max(indices, key=lambda i: len(samples[i]["reasons"]), default=None)
 
     if chosen_from == "dataset":
         return None, most_reasons([i for i, s in enumerate(samples) if s["reasons"]])
     right = [i for i, s in enumerate(samples) if not is_wrong(s["reasons"])]
-    wrong = [i for i, s in enumerate(samples) if is_wrong(s["reasons"])]
-    if not right or not wrong:
+    if not right:
         return None, None
-    return min(right, key=lambda i: len(samples[i]["reasons"])), most_reasons(wrong)
+    chosen = min(right, key=lambda i: len(samples[i]["reasons"]))
+    # A wrong answer that also states more than the chosen one would teach "say less": pair only those that cover
+    # no more facts than the chosen answer, so the pair differs in the mistake.
+    missing = _missing(samples[chosen])
+    wrong = [i for i, s in enumerate(samples) if is_wrong(s["reasons"]) and _missing(s) >= missing]
+    return (chosen, most_reasons(wrong)) if wrong else (None, None)
+
+
+def _missing(sample: dict) -> int:
+    return sum(reason.startswith("missing ") for reason in sample["reasons"])
 
 
 def sampler(model_dir: Path, adapter_dir: Path, dtype: str, device="cpu"):

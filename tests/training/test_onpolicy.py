@@ -62,7 +62,11 @@ def test_a_sampled_pair_is_a_right_answer_over_a_wrong_one():
     complete = _sample(GROUNDED)
     # chosen: the right answer leaving the fewest facts out; rejected: the wrong one with the most reasons
     assert pick_pair([short, fused, complete, worse], "sample") == (2, 3)
-    assert pick_pair([fused, short], "sample") == (1, 0)
+    # a wrong answer that states more than the right one is not paired with it (that would teach "say less") ...
+    assert pick_pair([fused, short], "sample") == (None, None)
+    # ... one that leaves out as much is
+    short_fused = _sample("3-bed, 2-bath townhouse in Stonebridge.")
+    assert pick_pair([short_fused, short], "sample") == (1, 0)
     # no right answer or no wrong one: nothing to pair, the row keeps its written pair
     assert pick_pair([fused, worse], "sample") == (None, None)
     assert pick_pair([short, complete], "sample") == (None, None)
