@@ -93,8 +93,12 @@ def test_registered_records(trained, small_dataset, tiny_model_dir, tiny_overrid
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(
         dpo.meta["metrics"]["train"])
     assert "eval_loss" in sft.meta["metrics"]["eval"]
-    # only the trained adapter is kept, never TRL's frozen "ref" copy
+    # only the trained adapter is kept, never TRL's frozen "ref" copy; and the quick profile's on-policy answers
     assert sorted(p.name for p in dpo.path.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "metrics.json", "metrics.png", "on_policy.jsonl",
+        "palate.json"]
+    assert dpo.meta["on_policy"]["rows"] == 3 * 2  # the rows its 3 steps of 2 train, not the profile's 72
+    assert sorted(p.name for p in sft.path.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "metrics.json", "metrics.png", "palate.json"]
 
 
