@@ -57,12 +57,14 @@ class PalateArgs:
                                 "limit) becomes that row's rejected answer (training/onpolicy.py). Needs rows with "
                                 "`listing` facts. 0: the written near-misses only."})
     on_policy_samples: int = field(default=1, metadata={"help": "DPO with on_policy_rows: answers sampled per prompt "
-                                   "(the rejected one is the one with the most reasons). Read only when on_policy_rows > 0."})
+                                   "(the rejected one is the one with the most reasons). Read only when "
+                                   "on_policy_rows > 0."})
     on_policy_chosen: str = field(default="dataset", metadata={"help": "DPO with on_policy_rows: 'dataset' keeps the "
                                   "row's written chosen answer (SPIN); 'sample' pairs two of the parent's own answers, "
                                   "one the grounding check finds nothing false in (fewest facts left out) over one "
                                   "it finds something false in or that was cut; a row without both keeps its "
-                                  "written pair. 'sample' needs on_policy_samples >= 2. Read only when on_policy_rows > 0."})
+                                  "written pair. 'sample' needs on_policy_samples >= 2. Read only when "
+                                  "on_policy_rows > 0."})
 
 
 @dataclass

@@ -360,8 +360,8 @@ def _on_policy_rejections(spec: JobSpec, model, tokenizer, plan: JobPlan, log) -
     trained = spec.trl.max_steps * distributed_record(spec)["effective_batch_size"] if spec.trl.max_steps > 0 else None
     rows = min(args.on_policy_rows, trained) if trained else args.on_policy_rows
     if rows < args.on_policy_rows:
-        log(f"on-policy pairs: on_policy_rows={args.on_policy_rows}, but {max(spec.trl.max_steps, 0)} steps train "
-            f"only {trained} rows: sampling those")
+        log(f"on-policy pairs: on_policy_rows={args.on_policy_rows}, but {spec.trl.max_steps} steps train only "
+            f"{trained} rows: sampling those")
 
     def sample():
         # A merged copy in the engine's dtype samples faster than the training copy; without a parent, that copy.
