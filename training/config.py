@@ -65,6 +65,10 @@ class PalateArgs:
                                   "it finds something false in or that was cut; a row without both keeps its "
                                   "written pair. 'sample' needs on_policy_samples >= 2. Read only when "
                                   "on_policy_rows > 0."})
+    on_policy_keep_kinds: list[str] = field(default_factory=list, metadata={"help": "DPO with on_policy_rows: rows "
+                                            "of these near-miss kinds (the dataset rows' `kind`, e.g. omits_facts "
+                                            "drops_a_fact) keep their written pair and are not sampled. Read only "
+                                            "when on_policy_rows > 0."})
 
 
 @dataclass
@@ -219,6 +223,12 @@ def check_on_policy(spec: JobSpec) -> None:
     if chosen == "sample" and samples < 2:
         raise ConfigError(f"on_policy_chosen='sample' needs on_policy_samples >= 2 (a right and a wrong answer to "
                           f"pair); it is {samples}.")
+    from training.nearmiss import NEAR_MISS_KINDS
+
+    unknown = [kind for kind in spec.palate.on_policy_keep_kinds if kind not in NEAR_MISS_KINDS]
+    if unknown:
+        raise ConfigError(f"on_policy_keep_kinds: unknown kind(s) {', '.join(unknown)}; the dataset's kinds are "
+                          f"{', '.join(NEAR_MISS_KINDS)}.")
 
 
 def check_length_buckets(spec: JobSpec) -> None:

@@ -44,6 +44,7 @@ class PreparedData:
     report: ValidationReport
     rows: list[dict] = field(default_factory=list)  # what the trainer gets (possibly capped)
     listings: list[dict | None] = field(default_factory=list)  # each row's `listing` facts (None: the row had none)
+    kinds: list[str | None] = field(default_factory=list)  # each row's near-miss `kind` (None: the row had none)
 
     def record(self) -> dict:
         return {"path": str(self.path), "sha256": self.sha256, "format": self.report.format,
@@ -51,9 +52,10 @@ class PreparedData:
                 "rows_dropped": self.report.dropped, "rows_used": len(self.rows)}
 
     def reorder(self, order: list[int]) -> None:
-        """Put the rows (and their listings) in the order of the row indices `order`."""
+        """Put the rows (and their listings and kinds) in the order of the row indices `order`."""
         self.rows = [self.rows[i] for i in order]
         self.listings = [self.listings[i] for i in order]
+        self.kinds = [self.kinds[i] for i in order]
 
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
@@ -77,7 +79,7 @@ def prepare_data(kind: DataKind, path: Path | str, allow_invalid_rows: bool = Fa
     if kind == "sft":
         rows = to_prompt_completion(rows)
     return PreparedData(path=path, sha256=sha256_path(path), report=report, rows=rows,
-                        listings=report.listings[:len(rows)])
+                        listings=report.listings[:len(rows)], kinds=report.kinds[:len(rows)])
 
 
 def _text_length(value) -> int:

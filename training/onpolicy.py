@@ -134,24 +134,29 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], sampling: Sampli
 
 def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[dict | None], n: int,
                               sampling: Sampling, seed: int, cache: Path, log=print, samples: int = 1,
-                              chosen_from: str = "dataset") -> tuple[list[dict], dict]:
+                              chosen_from: str = "dataset", kinds: list[str | None] | None = None,
+                              keep_kinds: list[str] = ()) -> tuple[list[dict], dict]:
     """`rows` with the first `n` rows' pairs rebuilt from `samples` answers of the model each (`pick_pair`), and a
-    summary. Every sampled answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads
+    summary. Rows whose `kinds` entry is in `keep_kinds` keep their written pair and are not sampled. Every sampled answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads
     instead of sampling again."""
     n = min(n, len(rows))
     if cache.is_file():
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
         log(f"on-policy pairs: {len(records)} sampled answers read from {cache}")
     else:
-        # Only rows with listing facts can be checked: the others (votes exported from the arena) keep their pair.
-        judged = [i for i in range(n) if facts[i]]
+        # Only rows with listing facts can be checked: the others (votes exported from the arena) keep their pair,
+        # and so do the rows of the kinds to keep.
+        kinds = kinds or [None] * len(rows)
+        kept = [i for i in range(n) if facts[i] and kinds[i] in keep_kinds]
+        judged = [i for i in range(n) if facts[i] and kinds[i] not in keep_kinds]
         if not judged:
-            log(f"on-policy pairs: none of the first {n} rows has listing facts to check an answer against; "
-                "they keep their written pairs")
+            log(f"on-policy pairs: none of the first {n} rows has listing facts to check an answer against and a "
+                "kind to sample; they keep their written pairs")
         else:
             log(f"on-policy pairs: sampling {samples} answer(s) of the parent to each of {len(judged)} training "
-                f"prompts (the first {n} rows, {n - len(judged)} without listing facts skipped; temperature "
-                f"{sampling.temperature}, top_p {sampling.top_p}, {sampling.max_tokens} tokens) ...")
+                f"prompts (the first {n} rows; {n - len(judged) - len(kept)} without listing facts and {len(kept)} "
+                f"of the kinds to keep skipped; temperature {sampling.temperature}, top_p {sampling.top_p}, "
+                f"{sampling.max_tokens} tokens) ...")
         records = []
         for k in range(samples if judged else 0):
             answers = sample_answers(model, tokenizer, [rows[i]["prompt"] for i in judged], sampling,
@@ -176,6 +181,7 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
     wrong = [r for r in records if is_wrong(r["reasons"])]
     kinds = Counter(reason.split(":")[0].split(" ")[0] for r in used for reason in r["reasons"])
     summary = {"sampled": len(records), "rows": len(by_row), "samples_per_row": samples, "chosen_from": chosen_from,
+               "keep_kinds": list(keep_kinds),
                "replaced": changed, "kept_written": len(by_row) - changed, "wrong": len(wrong),
                "cut_by_length": sum(r["cut"] for r in records), "reasons": dict(sorted(kinds.items())),
                "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,

@@ -49,6 +49,7 @@ class ValidationReport:
     format: str | None = None  # "conversational" | "standard" (of the kept rows)
     rows: list[dict] = field(default_factory=list)
     listings: list[dict | None] = field(default_factory=list)  # each kept row's `listing` facts, when it has them
+    kinds: list[str | None] = field(default_factory=list)  # each kept row's near-miss `kind`, when it has one
     errors: list[LineError] = field(default_factory=list)
     blank_lines: int = 0
 
@@ -199,4 +200,5 @@ def validate_file(path: Path | str, kind: DataKind) -> ValidationReport:
                 continue
             report.rows.append(cleaned)
             report.listings.append(row["listing"] if isinstance(row.get("listing"), dict) else None)
+            report.kinds.append(row["kind"] if isinstance(row.get("kind"), str) else None)
     return report
