@@ -8,21 +8,13 @@ through prctl PDEATHSIG) if the parent is killed outright. A second `palate demo
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
-    except OSError:  # not glibc Linux: Ctrl-C and the context manager still stop the child
-        pass
+from core.child_process import interrupt_when_parent_dies
 
 
 @contextlib.contextmanager
@@ -37,7 +29,7 @@ def background_training(registry_root: Path, profile: str, flags: list[str], log
     if flags:
         command += ["--", *flags]
     with open(log_path, "ab") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=interrupt_when_parent_dies)
     try:
         yield child
     finally:

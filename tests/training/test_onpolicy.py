@@ -39,6 +39,8 @@ def test_on_policy_rows_is_refused_where_it_would_do_nothing():
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_samples": 1, "on_policy_chosen": "sample"})
     with pytest.raises(ConfigError, match="on_policy_chosen='best'"):
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_chosen": "best"})
+    with pytest.raises(ConfigError, match="on_policy_keep_kinds: unknown kind.s. omits; the dataset's kinds are"):
+        resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_keep_kinds": ["omits", "drops_a_fact"]})
     with pytest.raises(ConfigError, match="on_policy_samples=0"):
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_samples": 0})
     # the quick profile samples; on_policy_rows 0 switches it off without touching the other two keys
@@ -101,6 +103,32 @@ def test_sampled_pairs_replace_both_answers_and_only_where_there_is_a_pair(small
     assert summary["wrong"] == 3 and summary["cut_by_length"] == 1
     records = [json.loads(line) for line in (tmp_path / ON_POLICY_FILE).read_text().splitlines()]
     assert [(r["row"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+
+
+def test_rows_of_the_kinds_to_keep_are_not_sampled(small_dataset, tmp_path, monkeypatch):
+    """on_policy_keep_kinds: a row of a kept kind keeps its written pair and costs no sampling."""
+    import training.onpolicy as onpolicy
+    from training.inputs import prepare_data
+    from training.onpolicy import Sampling, with_on_policy_rejections
+
+    data = prepare_data("dpo", small_dataset["prefs_train"])
+    assert len(data.kinds) == len(data.rows) and data.kinds[0] and data.kinds[1]
+    keep = [data.kinds[0]]
+    sampled_rows = [i for i in range(3) if data.kinds[i] not in keep]
+    assert 0 < len(sampled_rows) < 3  # near-miss kinds rotate: the first rows are of different kinds
+    def fake_sampler(model, tokenizer, prompts, sampling, seed):
+        assert prompts == [data.rows[i]["prompt"] for i in sampled_rows]
+        return [(GROUNDED, False), (GROUNDED.replace("2-bed", "17-bed"), False)][seed % 2:][:1] * len(prompts)
+
+    monkeypatch.setattr(onpolicy, "sample_answers", fake_sampler)
+    rows, summary = with_on_policy_rejections(None, None, data.rows, [FACTS] * len(data.rows), 3,
+                                              Sampling(0.7, 0.95, 24), 0, tmp_path / ON_POLICY_FILE,
+                                              log=lambda *_: None, samples=2, chosen_from="sample",
+                                              kinds=data.kinds, keep_kinds=keep)
+    records = [json.loads(line) for line in (tmp_path / ON_POLICY_FILE).read_text().splitlines()]
+    assert sorted({r["row"] for r in records}) == sampled_rows and summary["keep_kinds"] == keep
+    for i in range(3):
+        assert (rows[i] == data.rows[i]) == (i not in sampled_rows), i  # kept kinds: the written pair
 
 
 def test_the_first_rows_reject_the_models_own_wrong_answers_and_a_resume_reuses_them(tiny_model_dir, small_dataset,
