@@ -1,8 +1,9 @@
 """`palate demo`'s background training: `palate train all --if-missing` as a child process that dies with its parent.
 
-The child shares the terminal's process group, so Ctrl-C reaches it too (training saves a checkpoint and stops);
-when the server ends any other way the child gets SIGINT as well, and SIGINT again (Linux: on the parent's death,
-through prctl PDEATHSIG) if the parent is killed outright. A second `palate demo` resumes from the checkpoint.
+The child has its own session, so a terminal's Ctrl-C reaches the server only; however the server ends, the child
+then gets one SIGINT (training saves a checkpoint and stops; a second SIGINT would abort it without one), and
+SIGINT (Linux: on the parent's death, through prctl PDEATHSIG) if the server is killed outright. A second
+`palate demo` resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def background_training(registry_root: Path, profile: str, flags: list[str], log
     if flags:
         command += ["--", *flags]
     with open(log_path, "ab") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=interrupt_when_parent_dies)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=interrupt_when_parent_dies)
     try:
         yield child
     finally:
