@@ -7,7 +7,8 @@
     palate train sft|dpo --nproc N [--accelerate-config fsdp|zero2|zero3|PATH] [flags]
                                               the same job under N torch.distributed processes (training/launch.py)
     palate train all --profile quick --if-missing [--nproc N] [-- FLAGS]
-                                              sft then dpo, skipping what the registry has; FLAGS go to both jobs
+                                              sft then dpo, each in its own process, skipping what the
+                                              registry has; FLAGS go to both jobs
     palate adapters list                      the registry: versions, kinds, parents, headline metrics
     palate adapters show NAME@V               one version's training summary and where its curves are
     palate adapters add PATH --name N         register an adapter trained elsewhere (kind external)
