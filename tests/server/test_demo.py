@@ -77,3 +77,42 @@ def test_leaving_the_demo_interrupts_its_training_with_a_checkpoint(tmp_path):
     text = log.read_text()
     assert "saving a checkpoint" in text and "interrupted at step" in text, text[-2000:]
     assert [job["state"] for job in read_progress(registry)] == ["stopped"]
+
+
+def test_ctrl_c_in_a_terminal_interrupts_train_all_once_with_a_checkpoint(tmp_path):
+    """A terminal's Ctrl-C goes to the whole foreground process group. `palate train all` runs each job in its own
+    process and session and passes the SIGINT on once: the job saves a checkpoint (a second SIGINT would abort it
+    without one), `train all` exits 130 and leaves no process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.training_progress import read_progress
+
+    registry, log = tmp_path / "adapters", tmp_path / "train.log"
+    with open(log, "wb") as out:
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "train", "all", "--profile", "quick", "--registry", str(registry),
+             "--", "--max_steps", "400", "--save_steps", "1", "--logging_steps", "1", "--max_eval_rows", "2",
+             "--per_device_train_batch_size", "2", "--max_length", "256", "--run_root", str(tmp_path / "runs")],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: the "terminal"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and parent.poll() is None:
+            if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
+                break
+            time.sleep(1)
+        assert parent.poll() is None, log.read_text()[-2000:]
+        job = [pid for pid in engine_pids(parent.pid) if pid_alive(pid)]
+        assert job, "the job runs in a child process"
+        os.killpg(parent.pid, signal.SIGINT)
+        assert parent.wait(120) == 130, log.read_text()[-2000:]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    text = log.read_text()
+    assert "saving a checkpoint" in text and "interrupted at step" in text, text[-2000:]
+    assert "KeyboardInterrupt" not in text and "palate train all: training dpo" not in text
+    assert [job["state"] for job in read_progress(registry)] == ["stopped"]
+    assert not any(pid_alive(pid) for pid in job)
