@@ -25,6 +25,18 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _wait_for_a_training_step(process, registry, log) -> None:
+    """Until the background job has trained a step; fails with the log's tail if `process` ended first."""
+    from core.training_progress import read_progress
+
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
+            return
+        time.sleep(1)
+    assert process.poll() is None, log.read_text()[-2000:]
+
+
 def test_demo_serves_base_at_once_and_adapters_join_when_trained(tmp_path):
     from openai import OpenAI
 
@@ -67,12 +79,7 @@ def test_leaving_the_demo_interrupts_its_training_with_a_checkpoint(tmp_path):
     with background_training(registry, "quick", ["--max_steps", "400", "--save_steps", "1", "--logging_steps", "1",
                                                  "--max_eval_rows", "2", "--per_device_train_batch_size", "2",
                                                  "--max_length", "256"], log) as child:
-        deadline = time.time() + 300
-        while time.time() < deadline and child.poll() is None:
-            if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
-                break
-            time.sleep(1)
-        assert child.poll() is None, log.read_text()[-2000:]
+        _wait_for_a_training_step(child, registry, log)
     assert child.returncode is not None and not pid_alive(child.pid)
     text = log.read_text()
     assert "saving a checkpoint" in text and "interrupted at step" in text, text[-2000:]
@@ -98,12 +105,7 @@ def test_ctrl_c_in_a_terminal_interrupts_train_all_once_with_a_checkpoint(tmp_pa
              "--per_device_train_batch_size", "2", "--max_length", "256", "--run_root", str(tmp_path / "runs")],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # its own group: the "terminal"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and parent.poll() is None:
-            if any(job["state"] == "training" and (job.get("step") or 0) >= 1 for job in read_progress(registry)):
-                break
-            time.sleep(1)
-        assert parent.poll() is None, log.read_text()[-2000:]
+        _wait_for_a_training_step(parent, registry, log)
         job = [pid for pid in engine_pids(parent.pid) if pid_alive(pid)]
         assert job, "the job runs in a child process"
         os.killpg(parent.pid, signal.SIGINT)
