@@ -199,3 +199,48 @@ def test_dpo_job_samples_several_answers_per_prompt_from_the_parent(trained, tin
     assert sorted((r["row"], r["sample"]) for r in records) == [(row, k) for row in range(6) for k in (0, 1)]
     assert summary["chosen_from"] == "sample" and summary["samples_per_row"] == 2 and summary["rows"] == 6
     assert summary["wrong"] == 12 and summary["replaced"] == 0 and summary["kept_written"] == 6
+
+
+def test_nucleus_keeps_the_smallest_set_of_likely_tokens_that_reaches_top_p():
+    """As the arena's engine samples: the most likely tokens until their mass reaches top_p, nothing past them."""
+    import torch
+
+    from training.onpolicy import _nucleus
+
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.05, 0.5, 0.3, 0.15]]).repeat(2000, 1)
+    assert set(_nucleus(probs, 0.7).tolist()) == {1, 2}  # 0.5 + 0.3 reaches 0.7
+    assert set(_nucleus(probs, 0.5).tolist()) == {1}  # the top token alone reaches 0.5
+    assert set(_nucleus(probs, 1.0).tolist()) == {0, 1, 2, 3}
+
+
+def test_the_sampler_drops_an_ended_answer_and_writes_what_each_prompt_alone_would(base_model_dir):
+    """Chat prompts of different lengths in one left-padded batch, near-greedy, on the real base model: each answer
+    is, token for token, the greedy answer `model.generate` writes for its prompt alone; an answer that ends (here
+    the first, at its fourth token: that token stands in for end-of-turn) ends there, and the others go on without it
+    to the length limit."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.onpolicy import Sampling, _sample_batch
+
+    model = AutoModelForCausalLM.from_pretrained(base_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
+                                           add_generation_prompt=True)
+             for request in ("Describe a 2-bed condo in Riverside.",
+                             "Listing copy pls: townhouse, 3bd / 2ba, Stonebridge, 1030 sf")]
+    alone = [tokenizer(t, return_tensors="pt", add_special_tokens=False) for t in texts]
+    greedy = [model.generate(**ids, do_sample=False, max_new_tokens=12,
+                             pad_token_id=tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:].tolist()
+              for ids in alone]
+    assert all(len(g) == 12 for g in greedy), "the base model ended an answer early: pick other prompts"
+    end = greedy[0][3]
+    assert end not in greedy[0][:3] and end not in greedy[1], "pick another stand-in token"
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert batch["attention_mask"][0].sum() != batch["attention_mask"][1].sum()  # padded: lengths differ
+    with torch.no_grad():
+        answers = _sample_batch(model, batch["input_ids"], batch["attention_mask"],
+                                Sampling(temperature=1e-4, top_p=1.0, max_tokens=12), end)
+    assert answers == [(greedy[0][:3], True), (greedy[1], False)]
