@@ -116,7 +116,8 @@ def main() -> int:
         header = (f"\n## On-policy sampling: Palate's sampler vs model.generate "
                   f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
                   f"`{command}` on {platform.machine()}, {os.cpu_count()} CPU cores, parent `{args.adapter}` merged "
-                  f"into a {args.dtype} copy of the base model, batches of {onpolicy.BATCH}; best of {args.repeats} runs, nothing else running.\n\n")
+                  f"into a {args.dtype} copy of the base model, batches of {onpolicy.BATCH}; best of {args.repeats} "
+                  "runs, nothing else running.\n\n")
         with open(args.append, "a") as handle:
             handle.write(header + out + "\n")
     return 0

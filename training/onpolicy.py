@@ -34,7 +34,7 @@ from pathlib import Path
 
 from training.grounding import grounding_problems, missing_facts
 
-BATCH = 64  # prompts sampled together (left-padded; an answer leaves the batch when it ends: benchmarks/onpolicy_sampling.py)
+BATCH = 64  # prompts sampled together (an answer leaves the batch when it ends: benchmarks/onpolicy_sampling.py)
 ON_POLICY_FILE = "on_policy.jsonl"  # the sampled answers and why each was rejected (run dir, then the registry)
 
 
@@ -182,8 +182,8 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
                               chosen_from: str = "dataset", kinds: list[str | None] | None = None,
                               keep_kinds: list[str] = ()) -> tuple[list[dict], dict]:
     """`rows` with the first `n` rows' pairs rebuilt from `samples` answers of the model each (`pick_pair`), and a
-    summary. Rows whose `kinds` entry is in `keep_kinds` keep their written pair and are not sampled. Every sampled answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads
-    instead of sampling again."""
+    summary. Rows whose `kinds` entry is in `keep_kinds` keep their written pair and are not sampled. Every sampled
+    answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads instead of sampling again."""
     n = min(n, len(rows))
     if cache.is_file():
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
