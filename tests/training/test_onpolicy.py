@@ -184,7 +184,7 @@ def test_dpo_job_records_what_it_pushed_down(trained, tiny_model_dir, small_data
 
 def test_dpo_job_samples_several_answers_per_prompt_from_the_parent(trained, tiny_model_dir, small_dataset, tmp_path,
                                                                      tiny_overrides):
-    """The real job with the quick profile's sampled pairs (on_policy_rows 72): only the rows the job trains are
+    """The real job with the quick profile's sampled pairs (on_policy_rows 96): only the rows the job trains are
     sampled (3 steps x 2 rows), every answer is kept, and as the 2-layer random parent writes nothing right, no row
     has a pair to train on and every row keeps its written one (said in the summary)."""
     from training.jobs import train_dpo
@@ -194,7 +194,7 @@ def test_dpo_job_samples_several_answers_per_prompt_from_the_parent(trained, tin
                         name="dpo_sampled", parent=sft.ref, log=lambda *_: None,
                         overrides={**tiny_overrides, "on_policy_samples": 2, "run_root": str(tmp_path / "runs")})
     summary = adapter.meta["on_policy"]
-    assert adapter.meta["config"]["palate"]["on_policy_rows"] == 72  # configs/train/dpo.yaml, quick
+    assert adapter.meta["config"]["palate"]["on_policy_rows"] == 96  # configs/train/dpo.yaml, quick
     records = [json.loads(line) for line in (adapter.path / ON_POLICY_FILE).read_text().splitlines()]
     assert sorted((r["row"], r["sample"]) for r in records) == [(row, k) for row in range(6) for k in (0, 1)]
     assert summary["chosen_from"] == "sample" and summary["samples_per_row"] == 2 and summary["rows"] == 6
