@@ -45,11 +45,11 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|report`, `promote`, `loop`,
-    `votes export`."""
+    """Adds this package's subcommands to `palate`: `eval margins|agreement|generate|rejudge|report`, `promote`,
+    `loop`, `votes export`."""
     ev = subparsers.add_parser("eval", help="Measure the preference shift: margins, judged generations, report.")
     sub = ev.add_subparsers(dest="eval_command", metavar="ACTION", required=True)
-    for add in (_add_margins, _add_agreement, _add_generate, _add_report):
+    for add in (_add_margins, _add_agreement, _add_generate, _add_rejudge, _add_report):
         add(sub)
     _add_promote(subparsers)
     _add_loop(subparsers)
@@ -104,6 +104,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--llm-judge-key", default="none", help="API key for the LLM judge endpoint")
     _common(g)
     g.set_defaults(handler=_generate)
+
+
+def _add_rejudge(sub: argparse._SubParsersAction) -> None:
+    j = sub.add_parser("rejudge", help="Judge the stored answers of a generations file again with the listing judge "
+                                       "as it is now (no model runs); writes a new generations file.")
+    j.add_argument("generations", help="generations JSON written by `palate eval generate`")
+    j.add_argument("--out", default=None, help="default: reports/generations-<UTC time>.json (what `palate eval "
+                                               "report` reads next)")
+    j.set_defaults(handler=_rejudge)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -272,6 +281,25 @@ def _generate(args: argparse.Namespace) -> int:
     for one in result["sets"]:
         print(f"\n## {one['name']}\n\n{generations_table(one)}")
     print(f"wrote {path}")
+    return 0
+
+
+def _rejudge(args: argparse.Namespace) -> int:
+    from eval.generate import rejudge, result_sets
+    from eval.report_tables import generations_table
+
+    source = Path(args.generations)
+    try:
+        generations = json.loads(source.read_text())
+        result = rejudge(generations)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"palate eval rejudge: {source} is not a generations file `palate eval generate` wrote ({exc!r})",
+              file=sys.stderr)
+        return 2
+    path = _write(result, args.out, "generations")
+    for one in result_sets(result):
+        print(f"\n## {one['name']}\n\n{generations_table(one)}")
+    print(f"wrote {path} (the answers of {source}, judged again)")
     return 0
 
 

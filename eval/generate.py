@@ -225,18 +225,41 @@ async def generate_all(generator: Generator, labels: list[str], prompts: list[Ev
     items = []
     for i, prompt in enumerate(prompts):
         answers = {label: outputs[label][i] for label in labels}
-        verdicts = ({label: judge_listing(a.text, prompt.listing, judge, a.finish_reason).to_dict()
-                     for label, a in answers.items()} if prompt.listing else {})
         items.append({"prompt_id": prompt.prompt_id, "family": prompt.family, "messages": prompt.messages,
                       "listing": prompt.listing, "answers": {label: a.text for label, a in answers.items()},
-                      "finish_reasons": {label: a.finish_reason for label, a in answers.items()},
-                      "verdicts": verdicts})
+                      "finish_reasons": {label: a.finish_reason for label, a in answers.items()}})
+    return {"data": {"path": str(data), "sha256": file_sha256(data), "n_prompts": len(prompts)},
+            "sampling": asdict(sampling), "models": models,
+            **judge_items(items, labels, judge), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def judge_items(items: list[dict], labels: list[str], judge: JudgeConfig = JudgeConfig()) -> dict:
+    """Judge every stored answer (its text, finish reason and the prompt's listing) and summarise per model:
+    {"judge", "items" (each with fresh "verdicts"), "summary"}. Used right after generating and by `rejudge`."""
+    items = [dict(item, verdicts={label: judge_listing(item["answers"][label], item["listing"], judge,
+                                                       (item.get("finish_reasons") or {}).get(label)).to_dict()
+                                  for label in labels} if item.get("listing") else {})
+             for item in items]
     judged = [item for item in items if item["verdicts"]]
     summary = {label: summarize_verdicts([item["verdicts"][label] for item in judged]) for label in labels} \
         if judged else {}
-    return {"data": {"path": str(data), "sha256": file_sha256(data), "n_prompts": len(prompts)},
-            "sampling": asdict(sampling), "judge": asdict(judge), "models": models, "items": items,
-            "summary": summary, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"judge": asdict(judge), "items": items, "summary": summary}
+
+
+def rejudge(generations: dict, judge: JudgeConfig = JudgeConfig()) -> dict:
+    """A generations result judged again by the listing judge as it is now: the same answers, fresh verdicts,
+    summaries and listing-judge pairwise (an LLM judge's pairwise, if any, is kept: the answers did not change)."""
+    from eval.pairwise import listing_judge_outcomes, win_rates
+
+    sets = []
+    for one in result_sets(generations):
+        labels = [m["label"] for m in one["models"]]
+        again = dict(one, **judge_items(one["items"], labels, judge))
+        again["pairwise"] = dict(one.get("pairwise") or {}, listing_judge=win_rates(
+            listing_judge_outcomes(again["items"], labels, judge), labels))
+        again["rejudged"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        sets.append(again)
+    return dict(generations, sets=sets) if "sets" in generations else sets[0]
 
 
 async def generate_sets(generator: Generator, labels: list[str], sets: list[tuple[Path, list[EvalPrompt]]],

@@ -13,8 +13,10 @@ be covered, and claiming one is inventing it.
 - invented      features from the vocabulary the listing lacks; other neighbourhoods; numbers in a role that
                 contradicts the facts ("3-bed" for a 2-bed); digit numbers that are none of the listing's numbers;
 - garbled       the invented numbers that fuse or move facts rather than make one up: a fact's number in another
-                fact's role ("1030 baths" for a 1,030 sq ft home) or a number that contains or is contained in a
-                fact's number ("2910 sq ft" for 910). A subset of `invented`, reported apart;
+                fact's role ("1030 baths" for a 1,030 sq ft home), a fact's number under a unit no fact has ("17
+                days a month" for a 17-minute walk; also invented: it claims something the facts do not say), or a
+                number that contains or is contained in a fact's number ("2910 sq ft" for 910). A subset of
+                `invented`, reported apart;
 - hype          hype terms (whole words, case-insensitive) and exclamation marks;
 - hedges        hedging phrases (informational, lightly penalised: an over-hedged answer reads as unsure);
 - length        words; under `min_words` or over `max_words` is flagged;
@@ -50,6 +52,9 @@ _ROLES = [
     ("monthly_fee", re.compile(r"\$\s?(\d[\d,]*(?:\.\d+)?)")),
     ("year_built", re.compile(r"(?:built|constructed|dating):?\s+(?:in\s+|from\s+)?(\d{4})\b", re.I)),
 ]
+# Units no listing fact is stated in: a fact's number before one of them has left its fact ("17 days", "2 years").
+_FOREIGN_UNIT = re.compile(r"(?<![\w.$])(\d[\d,]*(?:\.\d+)?)[\s-]*(days?|weeks?|months?|years?|hours?|floors?|"
+                           r"stor(?:ey|ie|y)s?|acres?|miles?)\b", re.I)
 HEDGES = ["may ", "might ", "possibly", "perhaps", "appears to", "seems to", "it seems", "cannot verify",
           "can't verify", "cannot guarantee", "can't guarantee", "not guaranteed", "reportedly", "allegedly",
           "i think", "i believe", "please verify", "please note", "we recommend", "you should verify",
@@ -181,6 +186,10 @@ def _invented(text: str, lower: str, facts: dict) -> tuple[list[str], list[str]]
             found.append(f"number:{tok}")
             if _fuses_a_fact(tok, allowed):
                 garbled.append(found[-1])
+    for match in _FOREIGN_UNIT.finditer(text):
+        if _number(match.group(1)) in allowed:  # (a number from nowhere is already counted above)
+            found.append(f"unit:{match.group(1)} {match.group(2).lower()}")
+            garbled.append(found[-1])
     return found, garbled
 
 

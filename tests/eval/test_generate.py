@@ -62,3 +62,37 @@ def test_default_sampling_is_the_arenas(tmp_path):
     shipped = load_arena_config()
     s = SamplingSettings.from_arena()
     assert (s.temperature, s.top_p, s.max_tokens) == (shipped.temperature, shipped.top_p, shipped.default_max_tokens)
+
+
+def test_rejudge_scores_the_stored_answers_again_and_keeps_them(tmp_path, capsys):
+    """`palate eval rejudge`: a generations file whose verdicts came from an older judge (here: planted, as if that
+    judge missed a garbled number) gets fresh verdicts, summaries and pairwise from the same answers; the answers,
+    seeds and models stay; a file that is not a generations file is refused with exit 2."""
+    from eval.generate import generate_sets
+    from core.cli import main as palate
+
+    rows = [{"listing": dict(FACTS, id=f"T-{i}"), "messages": [{"role": "user", "content": f"Describe {i}"}]}
+            for i in range(2)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = asyncio.run(generate_sets(Scripted(), ["base", "dpo"], [(path, read_prompts(path))],
+                                       SamplingSettings(seed=10), progress=lambda _: None))
+    one = result["sets"][0]
+    one["items"][0]["answers"]["dpo"] = GOOD + " Across 4 days a month."  # a fact's number under a foreign unit
+    stale = dict(one["items"][0]["verdicts"]["dpo"])  # what the older judge said: nothing invented
+    assert stale["invented"] == [] and one["summary"]["dpo"]["invented_rate"] == 0.0
+    written = tmp_path / "generations.json"
+    written.write_text(json.dumps(result))
+
+    out = tmp_path / "rejudged.json"
+    assert palate(["eval", "rejudge", str(written), "--out", str(out)]) == 0
+    again = json.loads(out.read_text())["sets"][0]
+    verdict = again["items"][0]["verdicts"]["dpo"]
+    assert verdict["garbled"] == ["unit:4 days"] and verdict["score"] < stale["score"]
+    assert again["summary"]["dpo"]["invented_rate"] == 0.5 and "rejudged" in again
+    assert [i["answers"] for i in again["items"]] == [i["answers"] for i in one["items"]]
+    assert again["sampling"] == one["sampling"] and again["models"] == one["models"]
+    assert again["pairwise"]["listing_judge"] and "dpo" in capsys.readouterr().out
+
+    assert palate(["eval", "rejudge", str(path)]) == 2  # a prompts file, not generations
+    assert "is not a generations file" in capsys.readouterr().err

@@ -136,6 +136,19 @@ def test_garbled_numbers_fuse_or_move_facts_and_are_a_subset_of_invented():
     assert any(g.startswith("year_built:1940") for g in moved.garbled), moved.garbled
 
 
+def test_a_facts_number_under_a_unit_no_fact_has_is_garbled():
+    """As the quick dpo adapter wrote for a 17-minute walk: "2 baths across 17 days a month". Only a fact's own
+    number counts here (an unknown number is already invented); the facts' own units and phrases stay clean."""
+    text = GROUNDED + " The 4 days a month of sun and a 2-year lease."
+    verdict = judge_listing(text, FACTS)
+    assert "unit:4 days" in verdict.garbled and "unit:2 year" in verdict.garbled
+    assert set(verdict.garbled) <= set(verdict.invented) and verdict.score < judge_listing(GROUNDED, FACTS).score
+    unknown = judge_listing(GROUNDED + " A 12-month lease.", FACTS)
+    assert unknown.invented == ("number:12",) and unknown.garbled == ()
+    clean = judge_listing(GROUNDED + " The 52 express bus runs every 10 minutes.", FACTS)
+    assert not any(i.startswith("unit:") for i in clean.invented)
+
+
 def test_a_partial_listing_counts_only_the_stated_facts():
     partial = dict(FACTS, features=["heat pump"], unstated=["monthly_fee", "year_built", "transit"])
     text = "2-bed, 1.5-bath condo in Elm Hill, 940 sq ft, freshly refinished, with a heat pump."
