@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from eval import votes_cli
+from eval.promotion import PromotionPolicy
 
 DEFAULT_PAIRS = "data/listings/prefs_eval.jsonl"
 DEFAULT_PROMPTS = "data/listings/sft_eval.jsonl"
@@ -132,8 +133,9 @@ def _add_promote(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("ref", help="the candidate, an exact version: dpo@3")
     pr.add_argument("--alias", required=True, help="the alias to move (e.g. dpo)")
     pr.add_argument("--force", action="store_true", help="move it even if a check fails (recorded as forced)")
-    pr.add_argument("--pairs", type=_positive, default=120, help="held-out preference pairs for the margins check")
-    pr.add_argument("--prompts", type=_positive, default=40,
+    pr.add_argument("--pairs", type=_positive, default=PromotionPolicy.pairs,
+                    help="held-out preference pairs for the margins check")
+    pr.add_argument("--prompts", type=_positive, default=PromotionPolicy.prompts,
                     help="generated held-out prompts for the generations check")
     pr.add_argument("--handwritten", type=_count, default=None,
                     help=f"hand-written prompts ({HANDWRITTEN_PROMPTS}) for the generations check, judged with the "
@@ -165,10 +167,10 @@ def _add_loop(subparsers: argparse._SubParsersAction) -> None:
     loop.add_argument("--train-flag", action="append", default=[], help="extra `palate train dpo` flag (repeatable)")
     loop.add_argument("--out-dir", default=None, help="where the export and loop record go (default: reports/loop-<time>)")
     loop.add_argument("--concurrency", type=int, default=4, help="battles in flight at once")
-    loop.add_argument("--promote-pairs", type=_positive, default=120,
+    loop.add_argument("--promote-pairs", type=_positive, default=PromotionPolicy.pairs,
                       help="held-out pairs for the promotion margins check")
-    loop.add_argument("--promote-prompts", type=_positive, default=40, help="held-out prompts for the promotion "
-                                                                     "generations check")
+    loop.add_argument("--promote-prompts", type=_positive, default=PromotionPolicy.prompts,
+                      help="held-out prompts for the promotion generations check")
     loop.add_argument("--promote-handwritten", type=_count, default=None,
                       help="hand-written prompts judged with them (default: all; 0: none)")
     loop.add_argument("--force-promote", action="store_true", help="move the alias even if a promotion check "

@@ -36,6 +36,7 @@ from core.vote_export import drop_reason
 from core.votes import BattleRecord, SideRecord, VoteRecord
 from eval.generate import read_prompts
 from eval.judge import judge_listing, prefer
+from eval.promotion import PromotionPolicy
 
 LOOP_UI_VERSION = "palate-loop"  # how the leaderboard tells these votes from people's (arena.simulated_ui_versions)
 
@@ -57,8 +58,8 @@ class LoopSettings:
     out_dir: Path = Path("reports/loop")
     concurrency: int = 4
     max_tokens: int | None = None  # per side; None: the arena's default
-    promote_pairs: int = 120  # held-out pairs for the promotion's margins check
-    promote_prompts: int = 40  # held-out prompts for its generations check
+    promote_pairs: int = PromotionPolicy.pairs  # held-out pairs for the promotion's margins check
+    promote_prompts: int = PromotionPolicy.prompts  # held-out prompts for its generations check
     promote_handwritten: int | None = None  # hand-written prompts judged with them (None: all, 0: none)
     force_promote: bool = False  # move the alias even when a check fails (recorded as forced)
     model_dir: Path | None = None  # base model for the margins check (default: configs/model.yaml)
@@ -154,7 +155,7 @@ async def _admin(client: httpx.AsyncClient, path: str, body: dict, token: str) -
 def _promote(settings: LoopSettings, registry: Any, ref: str) -> dict:
     """The promotion gate on the new version, with generations through the running server."""
     from core.config import load_model_config
-    from eval.promotion import PromotionPolicy, PromotionRefused, promote
+    from eval.promotion import PromotionRefused, promote
 
     policy = PromotionPolicy(pairs=settings.promote_pairs, prompts=settings.promote_prompts,
                              handwritten_prompts=settings.promote_handwritten,

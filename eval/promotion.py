@@ -37,7 +37,9 @@ class PromotionPolicy:
     prompts_data: str = "data/listings/prompts_heldout.jsonl"
     handwritten_data: str | None = "eval/data/prompts_handwritten.jsonl"  # None: generated prompts only
     pairs: int = 120  # held-out preference pairs scored for the margins check
-    prompts: int = 40  # held-out prompts answered by both models for the generations check
+    # held-out prompts answered by both models for the generations check: all 120 of the report's. On 40 (the default
+    # until 2026-12-07) a candidate that wins 6 answers in 10 could not clear the bound even with the hand-written 48.
+    prompts: int = 120
     handwritten_prompts: int | None = None  # how many of the hand-written prompts (None: all)
     min_win_lower: float = 0.5
     repetition_slack: float = 0.0

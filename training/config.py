@@ -69,6 +69,10 @@ class PalateArgs:
                                             "of these near-miss kinds (the dataset rows' `kind`, e.g. omits_facts "
                                             "drops_a_fact) keep their written pair and are not sampled. Read only "
                                             "when on_policy_rows > 0."})
+    on_policy_complete: bool = field(default=False, metadata={"help": "DPO with on_policy_chosen 'sample': a row "
+                                     "with no right-over-wrong pair whose right answers cover different numbers of "
+                                     "facts trains on the most complete right answer over the least complete one "
+                                     "(nothing false on either side; the pair differs in the facts left out)."})
 
 
 @dataclass
@@ -223,6 +227,9 @@ def check_on_policy(spec: JobSpec) -> None:
     if chosen == "sample" and samples < 2:
         raise ConfigError(f"on_policy_chosen='sample' needs on_policy_samples >= 2 (a right and a wrong answer to "
                           f"pair); it is {samples}.")
+    if spec.palate.on_policy_complete and chosen != "sample":
+        raise ConfigError(f"on_policy_complete pairs two sampled answers; it needs on_policy_chosen='sample' "
+                          f"(it is {chosen!r}).")
     from training.nearmiss import NEAR_MISS_KINDS
 
     unknown = [kind for kind in spec.palate.on_policy_keep_kinds if kind not in NEAR_MISS_KINDS]

@@ -370,7 +370,8 @@ def _on_policy_rejections(spec: JobSpec, model, tokenizer, plan: JobPlan, log) -
         return with_on_policy_rejections(
             sampling_model, tokenizer, plan.train.rows, plan.train.listings, rows, Sampling.arena(),
             spec.trl.seed, plan.run_dir / ON_POLICY_FILE, log, samples=args.on_policy_samples,
-            chosen_from=args.on_policy_chosen, kinds=plan.train.kinds, keep_kinds=args.on_policy_keep_kinds)
+            chosen_from=args.on_policy_chosen, kinds=plan.train.kinds, keep_kinds=args.on_policy_keep_kinds,
+            complete=args.on_policy_complete)
 
     return distributed.on_main_then_share(sample)
 

@@ -14,6 +14,8 @@ moves numbers ("17-bed" for a 17-minute walk), makes some up ("a 5-year lease") 
                                     rejected = a wrong answer leaving out at least as many facts (else
                                                the pair would teach "say less"), the one with the most reasons
                                     (no right or no wrong answer among the K: the row keeps its written pair)
+                                    with on_policy_complete: a row without such a pair whose right answers
+                                    cover different numbers of facts pairs the most complete over the least
         on_policy_chosen "dataset": chosen stays the dataset's; rejected = the answer with the most reasons, if any
                                     (SPIN, Chen et al., 2024, "Self-Play Fine-Tuning")
 
@@ -65,13 +67,15 @@ def is_wrong(reasons: list[str]) -> bool:
     return any(not reason.startswith("missing ") for reason in reasons)
 
 
-def pick_pair(samples: list[dict], chosen_from: str) -> tuple[int | None, int | None]:
+def pick_pair(samples: list[dict], chosen_from: str, complete: bool = False) -> tuple[int | None, int | None]:
     """(chosen, rejected) sample indices for one row; None where the row keeps its written answer.
 
     chosen_from "dataset": no sampled chosen; rejected = the sample with the most reasons (missing facts count).
     chosen_from "sample": chosen = a sample with nothing wrong (fewest missing facts), rejected = a wrong sample
     that covers no more facts (most reasons); both or neither, so the pair differs in the mistake and not in who
-    wrote it or how much it says."""
+    wrote it or how much it says. With `complete`, a row without such a pair whose right answers cover different
+    numbers of facts pairs the most complete right answer over the least complete one: nothing false on either
+    side, so the pair differs in the facts left out."""
     def most_reasons(indices):
         return max(indices, key=lambda i: len(samples[i]["reasons"]), default=None)
 
@@ -85,7 +89,12 @@ def pick_pair(samples: list[dict], chosen_from: str) -> tuple[int | None, int | 
     # no more facts than the chosen answer, so the pair differs in the mistake.
     missing = _missing(samples[chosen])
     wrong = [i for i, s in enumerate(samples) if is_wrong(s["reasons"]) and _missing(s) >= missing]
-    return (chosen, most_reasons(wrong)) if wrong else (None, None)
+    if wrong:
+        return chosen, most_reasons(wrong)
+    less_complete = max(right, key=lambda i: _missing(samples[i]))
+    if complete and _missing(samples[less_complete]) > missing:
+        return chosen, less_complete
+    return None, None
 
 
 def _missing(sample: dict) -> int:
@@ -180,7 +189,7 @@ def _nucleus(probs, top_p: float):
 def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[dict | None], n: int,
                               sampling: Sampling, seed: int, cache: Path, log=print, samples: int = 1,
                               chosen_from: str = "dataset", kinds: list[str | None] | None = None,
-                              keep_kinds: list[str] = ()) -> tuple[list[dict], dict]:
+                              keep_kinds: list[str] = (), complete: bool = False) -> tuple[list[dict], dict]:
     """`rows` with the first `n` rows' pairs rebuilt from `samples` answers of the model each (`pick_pair`), and a
     summary. Rows whose `kinds` entry is in `keep_kinds` keep their written pair and are not sampled. Every sampled
     answer is kept in `cache` (JSONL, one line per answer), which a resumed job reads instead of sampling again."""
@@ -212,9 +221,9 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
     by_row: dict[int, list[dict]] = {}
     for record in records:
         by_row.setdefault(record["row"], []).append(record)
-    out, changed, used = list(rows), 0, []
+    out, changed, used, completeness = list(rows), 0, [], 0
     for i, group in sorted(by_row.items()):
-        chosen, rejected = pick_pair(group, chosen_from)
+        chosen, rejected = pick_pair(group, chosen_from, complete)
         if rejected is None:
             continue
         row = dict(out[i])
@@ -223,15 +232,18 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
             row["chosen"] = [{"role": "assistant", "content": group[chosen]["answer"]}]
         out[i], changed = row, changed + 1
         used.append(group[rejected])
+        completeness += not is_wrong(group[rejected]["reasons"])
     wrong = [r for r in records if is_wrong(r["reasons"])]
     kinds = Counter(reason.split(":")[0].split(" ")[0] for r in used for reason in r["reasons"])
     summary = {"sampled": len(records), "rows": len(by_row), "samples_per_row": samples, "chosen_from": chosen_from,
-               "keep_kinds": list(keep_kinds),
-               "replaced": changed, "kept_written": len(by_row) - changed, "wrong": len(wrong),
+               "keep_kinds": list(keep_kinds), "complete": complete,
+               "replaced": changed, "completeness_pairs": completeness, "kept_written": len(by_row) - changed,
+               "wrong": len(wrong),
                "cut_by_length": sum(r["cut"] for r in records), "reasons": dict(sorted(kinds.items())),
                "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
                             "max_tokens": sampling.max_tokens}}
     log(f"on-policy pairs: {changed} of {len(by_row)} rows now train on the parent's own answers "
-        f"({summary['kept_written']} keep the written pair; {len(wrong)} of {len(records)} answers were wrong; "
+        f"({f'{completeness} of them a more complete right answer over a less complete one; ' if complete else ''}"
+        f"{summary['kept_written']} keep the written pair; {len(wrong)} of {len(records)} answers were wrong; "
         f"reasons of the rejected ones {dict(kinds)})")
     return out, summary

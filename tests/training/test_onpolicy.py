@@ -41,6 +41,8 @@ def test_on_policy_rows_is_refused_where_it_would_do_nothing():
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_chosen": "best"})
     with pytest.raises(ConfigError, match="on_policy_keep_kinds: unknown kind.s. omits; the dataset's kinds are"):
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_keep_kinds": ["omits", "drops_a_fact"]})
+    with pytest.raises(ConfigError, match="on_policy_complete pairs two sampled answers; it needs on_policy_chosen"):
+        resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_chosen": "dataset", "on_policy_complete": True})
     with pytest.raises(ConfigError, match="on_policy_samples=0"):
         resolve_job("dpo", overrides={"on_policy_rows": 8, "on_policy_samples": 0})
     # the quick profile samples; on_policy_rows 0 switches it off without touching the other two keys
@@ -72,6 +74,12 @@ def test_a_sampled_pair_is_a_right_answer_over_a_wrong_one():
     # no right answer or no wrong one: nothing to pair, the row keeps its written pair
     assert pick_pair([fused, worse], "sample") == (None, None)
     assert pick_pair([short, complete], "sample") == (None, None)
+    # on_policy_complete: two right answers, one leaving facts out: the more complete over the less complete ...
+    assert pick_pair([short, complete], "sample", complete=True) == (1, 0)
+    # ... but only where there is no right-over-wrong pair, and only between answers that differ in what they cover
+    assert pick_pair([short, complete, worse], "sample", complete=True) == (1, 2)
+    assert pick_pair([complete, _sample(GROUNDED.replace("Built", "It was built"))], "sample", complete=True) \
+        == (None, None)
     # SPIN: the dataset's chosen answer stays; rejected = the answer with the most reasons, leaving facts out counts
     assert pick_pair([complete, short], "dataset") == (None, 1)
     assert pick_pair([complete], "dataset") == (None, None)
@@ -101,6 +109,7 @@ def test_sampled_pairs_replace_both_answers_and_only_where_there_is_a_pair(small
     assert rows[1] == data.rows[1] and rows[2:] == data.rows[2:]
     assert (summary["sampled"], summary["rows"], summary["replaced"], summary["kept_written"]) == (4, 2, 1, 1)
     assert summary["wrong"] == 3 and summary["cut_by_length"] == 1
+    assert summary["completeness_pairs"] == 0 and summary["complete"] is False
     records = [json.loads(line) for line in (tmp_path / ON_POLICY_FILE).read_text().splitlines()]
     assert [(r["row"], r["sample"]) for r in records] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
