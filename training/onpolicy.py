@@ -232,7 +232,7 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
             row["chosen"] = [{"role": "assistant", "content": group[chosen]["answer"]}]
         out[i], changed = row, changed + 1
         used.append(group[rejected])
-        completeness += not is_wrong(group[rejected]["reasons"])
+        completeness += complete and not is_wrong(group[rejected]["reasons"])  # (a SPIN rejection may only omit)
     wrong = [r for r in records if is_wrong(r["reasons"])]
     kinds = Counter(reason.split(":")[0].split(" ")[0] for r in used for reason in r["reasons"])
     summary = {"sampled": len(records), "rows": len(by_row), "samples_per_row": samples, "chosen_from": chosen_from,
