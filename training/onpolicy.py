@@ -92,9 +92,7 @@ def pick_pair(samples: list[dict], chosen_from: str, complete: bool = False) -> 
     if wrong:
         return chosen, most_reasons(wrong)
     less_complete = max(right, key=lambda i: _missing(samples[i]))
-    if complete and _missing(samples[less_complete]) > missing:
-        return chosen, less_complete
-    return None, None
+    return (chosen, less_complete) if complete and _missing(samples[less_complete]) > missing else (None, None)
 
 
 def _missing(sample: dict) -> int:
