@@ -43,7 +43,7 @@ def test_closed_loop(live_server, prompts, tmp_path):
         prompts=prompts,
         registry=live_server.registry_root, database_url=live_server.database_url, name="dpo", parent="dpo",
         max_steps=2, train_flags=["--per_device_train_batch_size", "2", "--max_length", "256", "--logging_steps", "1",
-                                  "--save_strategy", "no", "--max_eval_rows", "4"],
+                                  "--save_strategy", "no", "--max_eval_rows", "4", "--on_policy_rows", "0"],
         # 8 battles in flight: 16 sequences, the test server's max_num_seqs (the votes are what is tested, not
         # the CLI's default of 4)
         # 96 tokens a side (the arena's default is 192): the votes, the export and the gate's generations are what

@@ -74,7 +74,7 @@ def two_process_runs(base_model_dir, small_dataset, tmp_path_factory):
     assert sft.returncode == 0, sft.stdout[-3000:] + sft.stderr[-3000:]
     dpo = _palate_train("dpo", *COMMON, *where, "--data", str(small_dataset["prefs_train"]),
                         "--eval_data", str(small_dataset["prefs_eval"]), "--max_eval_rows", "4",
-                        "--report_to", "tensorboard")
+                        "--report_to", "tensorboard", "--on_policy_rows", "2", "--on_policy_samples", "2")
     assert dpo.returncode == 0, dpo.stdout[-3000:] + dpo.stderr[-3000:]
     return AdapterRegistry(registry), sft, dpo
 
@@ -85,6 +85,7 @@ def test_sft_then_dpo_on_two_processes(two_process_runs, base_model_dir, small_d
     assert sft_run.stdout.count("registered sft@1") == 1 and "processes (torch.distributed" in sft_run.stdout
     sft, dpo = registry.get("sft", 1), registry.get("dpo", 1)
     assert dpo.parent == "sft@1"
+    assert dpo.meta["on_policy"]["rows"] == 2  # sampled on rank 0 and shared with rank 1
     for adapter in (sft, dpo):
         assert adapter.meta["distributed"] == {"world_size": 2, "per_device_train_batch_size": 2,
                                                "gradient_accumulation_steps": 1, "effective_batch_size": 4,
