@@ -1,8 +1,8 @@
 """The listing judge: score a generated description against its listing's facts. Pure, rule-based, deterministic.
 
 It is written apart from the dataset generator (training/nearmiss.py, training/grounding.py) on purpose: it shares
-only the vocabulary (`ALL_FEATURES`, `HYPE_TERMS`, `NEIGHBOURHOODS`), so a model cannot pass it by imitating the
-generator's sentences. What it measures:
+only the vocabulary (`ALL_FEATURES`, `HYPE_TERMS`, `NEIGHBOURHOODS`) and the repetition measure
+(`core.text.repetition`), so a model cannot pass it by imitating the generator's sentences. What it measures:
 
 Only the facts the prompt stated count (`training.listings.stated_facts`): a partial listing's unstated facts need not
 be covered, and claiming one is inventing it.
@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from core.text import repetition
 from training.listings import ALL_FEATURES, HYPE_TERMS, NEIGHBOURHOODS, stated_facts
 
 _WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -201,20 +202,6 @@ def _fuses_a_fact(token: str, allowed: set[float]) -> bool:
         if len(fact) >= 2 and len(digits) >= 2 and (fact in digits or digits in fact):
             return True
     return False
-
-
-def repetition(text: str, n: int = 3) -> float:
-    """Share of the word n-grams of `text` that already occurred earlier in it (lower-cased, punctuation ignored)."""
-    words = re.findall(r"[\w$']+", text.lower())
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0.0
-    seen: set[tuple[str, ...]] = set()
-    repeats = 0
-    for gram in grams:
-        repeats += gram in seen
-        seen.add(gram)
-    return repeats / len(grams)
 
 
 def judge_listing(text: str, facts: dict, config: JudgeConfig = JudgeConfig(),

@@ -9,7 +9,8 @@ moves numbers ("17-bed" for a 17-minute walk), makes some up ("a 5-year lease") 
     for the first N training rows, in the order they are trained:
         answers = K samples from the parent (temperature, top_p, max_tokens: configs/arena.yaml; K = on_policy_samples)
         reasons(answer) = grounding_problems + missing facts + "cut by the length limit"     (training/grounding.py)
-        wrong(answer)   = any reason other than a missing fact (something false, or it never ended)
+                          + "repeats itself" (over MAX_REPETITION of its word 3-grams repeat, core/text.py)
+        wrong(answer)   = any reason other than a missing fact (something false, a restatement, or it never ended)
         on_policy_chosen "sample":  chosen   = a right answer, the one leaving the fewest facts out
                                     rejected = a wrong answer leaving out at least as many facts (else
                                                the pair would teach "say less"), the one with the most reasons
@@ -34,8 +35,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.text import repetition
 from training.grounding import grounding_problems, missing_facts
 
+# An answer whose word 3-grams repeat more than this restates itself ("... mudroom and south-facing windows. You are
+# a 2-bed, 2-bath townhouse in Riverside, ... mudroom and south-facing windows."): wrong, like a false number. No
+# written answer of the demo dataset repeats any 3-gram.
+MAX_REPETITION = 0.1
 BATCH = 64  # prompts sampled together (an answer leaves the batch when it ends: benchmarks/onpolicy_sampling.py)
 ON_POLICY_FILE = "on_policy.jsonl"  # the sampled answers and why each was rejected (run dir, then the registry)
 
@@ -59,11 +65,15 @@ def why_rejected(text: str, facts: dict | None, cut: bool) -> list[str]:
     if not facts:
         return []
     reasons = ["cut by the length limit"] if cut else []
+    repeated = repetition(text)
+    if repeated > MAX_REPETITION:
+        reasons.append(f"repeats itself: {repeated:.2f} of its word 3-grams")
     return reasons + grounding_problems(text, facts) + [f"missing {m}" for m in missing_facts(text, facts)]
 
 
 def is_wrong(reasons: list[str]) -> bool:
-    """Does the answer state something false or never end? (Leaving a fact out is not wrong, only less complete.)"""
+    """Does the answer state something false, restate itself or never end? (Leaving a fact out is not wrong, only
+    less complete.)"""
     return any(not reason.startswith("missing ") for reason in reasons)
 
 
@@ -194,7 +204,9 @@ def with_on_policy_rejections(model, tokenizer, rows: list[dict], facts: list[di
     n = min(n, len(rows))
     if cache.is_file():
         records = [json.loads(line) for line in cache.read_text().splitlines() if line.strip()]
-        log(f"on-policy pairs: {len(records)} sampled answers read from {cache}")
+        for record in records:  # judged again: the answers are what sampling cost, the check is today's
+            record["reasons"] = why_rejected(record["answer"], facts[record["row"]], record["cut"])
+        log(f"on-policy pairs: {len(records)} sampled answers read from {cache} (checked again)")
     else:
         # Only rows with listing facts can be checked: the others (votes exported from the arena) keep their pair,
         # and so do the rows of the kinds to keep.

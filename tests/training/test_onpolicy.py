@@ -30,6 +30,15 @@ def test_fused_numbers_missing_facts_and_cut_answers_are_rejected():
     assert why_rejected(short, None, cut=True) == []  # no facts to judge by: the row keeps its written pair
 
 
+def test_an_answer_that_restates_itself_is_wrong_even_when_every_fact_is_right():
+    # as the quick dpo adapter wrote it: the facts again, after the answer had ended
+    restated = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
+    reasons = why_rejected(restated, FACTS, cut=False)
+    assert reasons == ["repeats itself: 0.29 of its word 3-grams"] and is_wrong(reasons)
+    # one shared phrase is not a restatement
+    assert why_rejected(GROUNDED + " The gas range is new.", FACTS, cut=False) == []
+
+
 def test_on_policy_rows_is_refused_where_it_would_do_nothing():
     with pytest.raises(ConfigError, match="on_policy_rows=8 is a DPO setting"):
         resolve_job("sft", overrides={"on_policy_rows": 8})
@@ -170,6 +179,24 @@ def test_the_first_rows_reject_the_models_own_wrong_answers_and_a_resume_reuses_
     again, _ = with_on_policy_rejections(NoSampling(), tokenizer, data.rows, data.listings, 3, sampling, 0, cache,
                                          log=lambda *_: None)
     assert again == rows
+
+
+def test_answers_read_back_are_judged_by_todays_check(small_dataset, tmp_path):
+    """A resumed job (or one that reuses an earlier run's answers) checks them again: a reason recorded by an
+    older check is not trusted."""
+    from training.inputs import prepare_data
+    from training.onpolicy import Sampling, with_on_policy_rejections
+
+    data = prepare_data("dpo", small_dataset["prefs_train"])
+    restated = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
+    cache = tmp_path / ON_POLICY_FILE
+    cache.write_text("".join(json.dumps({"row": 0, "sample": k, "answer": text, "cut": False, "reasons": []}) + "\n"
+                             for k, text in enumerate([GROUNDED, restated])))
+    rows, summary = with_on_policy_rejections(None, None, data.rows, [FACTS] * len(data.rows), 1,
+                                              Sampling(0.7, 0.95, 24), 0, cache, log=lambda *_: None, samples=2,
+                                              chosen_from="sample")
+    assert summary["replaced"] == 1 and summary["reasons"] == {"repeats": 1}
+    assert rows[0]["chosen"][0]["content"] == GROUNDED and rows[0]["rejected"][0]["content"] == restated
 
 
 def test_dpo_job_records_what_it_pushed_down(trained, tiny_model_dir, small_dataset, tmp_path, tiny_overrides):
