@@ -40,8 +40,9 @@ from training.grounding import grounding_problems, missing_facts
 
 # An answer whose word 3-grams repeat more than this restates itself ("... mudroom and south-facing windows. You are
 # a 2-bed, 2-bath townhouse in Riverside, ... mudroom and south-facing windows."): wrong, like a false number. No
-# written answer of the demo dataset repeats any 3-gram.
-MAX_REPETITION = 0.1
+# written answer of the demo dataset repeats any 3-gram; one repeated 3-gram in a 40-word answer is 0.03. Measured
+# (README, "Restating answers are wrong"): at 0.1 dpo still repeated more than sft (0.028 against 0.024), at 0.05 less.
+MAX_REPETITION = 0.05
 BATCH = 64  # prompts sampled together (an answer leaves the batch when it ends: benchmarks/onpolicy_sampling.py)
 ON_POLICY_FILE = "on_policy.jsonl"  # the sampled answers and why each was rejected (run dir, then the registry)
 

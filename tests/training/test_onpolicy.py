@@ -8,7 +8,8 @@ import pytest
 
 from core.config import ConfigError
 from training.config import resolve_job
-from training.onpolicy import ON_POLICY_FILE, is_wrong, pick_pair, why_rejected
+from core.text import repetition
+from training.onpolicy import MAX_REPETITION, ON_POLICY_FILE, is_wrong, pick_pair, why_rejected
 
 FACTS = {"property_type": "townhouse", "beds": 2, "baths": 2.0, "area_sqft": 1030, "neighbourhood": "Stonebridge",
          "transit": "a 17-minute walk to the King Street streetcar", "transit_minutes": 17, "monthly_fee": 550,
@@ -35,8 +36,9 @@ def test_an_answer_that_restates_itself_is_wrong_even_when_every_fact_is_right()
     restated = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
     reasons = why_rejected(restated, FACTS, cut=False)
     assert reasons == ["repeats itself: 0.29 of its word 3-grams"] and is_wrong(reasons)
-    # one shared phrase is not a restatement
-    assert why_rejected(GROUNDED + " The gas range is new.", FACTS, cut=False) == []
+    # one repeated phrase is not a restatement
+    once = GROUNDED + " It has a gas range too."
+    assert 0 < repetition(once) < MAX_REPETITION and why_rejected(once, FACTS, cut=False) == []
 
 
 def test_on_policy_rows_is_refused_where_it_would_do_nothing():
