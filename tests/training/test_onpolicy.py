@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.config import ConfigError
-from training.config import resolve_job
 from core.text import repetition
+from training.config import resolve_job
 from training.onpolicy import MAX_REPETITION, ON_POLICY_FILE, is_wrong, pick_pair, why_rejected
 
 FACTS = {"property_type": "townhouse", "beds": 2, "baths": 2.0, "area_sqft": 1030, "neighbourhood": "Stonebridge",
@@ -16,6 +16,8 @@ FACTS = {"property_type": "townhouse", "beds": 2, "baths": 2.0, "area_sqft": 103
          "year_built": 1979, "condition": None, "features": ["gas range"], "unstated": []}
 GROUNDED = ("2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, a 17-minute walk to the King Street streetcar. "
             "Built in 1979, with a gas range. Fees are $550 a month.")
+# as the quick dpo adapter wrote it: the facts again, after the answer had ended
+RESTATED = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
 
 
 def test_a_grounded_complete_answer_has_nothing_wrong():
@@ -32,9 +34,7 @@ def test_fused_numbers_missing_facts_and_cut_answers_are_rejected():
 
 
 def test_an_answer_that_restates_itself_is_wrong_even_when_every_fact_is_right():
-    # as the quick dpo adapter wrote it: the facts again, after the answer had ended
-    restated = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
-    reasons = why_rejected(restated, FACTS, cut=False)
+    reasons = why_rejected(RESTATED, FACTS, cut=False)
     assert reasons == ["repeats itself: 0.29 of its word 3-grams"] and is_wrong(reasons)
     # one repeated phrase is not a restatement
     once = GROUNDED + " It has a gas range too."
@@ -190,15 +190,14 @@ def test_answers_read_back_are_judged_by_todays_check(small_dataset, tmp_path):
     from training.onpolicy import Sampling, with_on_policy_rejections
 
     data = prepare_data("dpo", small_dataset["prefs_train"])
-    restated = GROUNDED + " A 2-bed, 2-bath townhouse in Stonebridge, 1,030 sq ft, built in 1979, with a gas range."
     cache = tmp_path / ON_POLICY_FILE
     cache.write_text("".join(json.dumps({"row": 0, "sample": k, "answer": text, "cut": False, "reasons": []}) + "\n"
-                             for k, text in enumerate([GROUNDED, restated])))
+                             for k, text in enumerate([GROUNDED, RESTATED])))
     rows, summary = with_on_policy_rejections(None, None, data.rows, [FACTS] * len(data.rows), 1,
                                               Sampling(0.7, 0.95, 24), 0, cache, log=lambda *_: None, samples=2,
                                               chosen_from="sample")
     assert summary["replaced"] == 1 and summary["reasons"] == {"repeats": 1}
-    assert rows[0]["chosen"][0]["content"] == GROUNDED and rows[0]["rejected"][0]["content"] == restated
+    assert rows[0]["chosen"][0]["content"] == GROUNDED and rows[0]["rejected"][0]["content"] == RESTATED
 
 
 def test_dpo_job_records_what_it_pushed_down(trained, tiny_model_dir, small_dataset, tmp_path, tiny_overrides):
