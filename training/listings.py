@@ -79,6 +79,13 @@ HYPE_TERMS: list[str] = [
     "paradise",
     "perfect in every way",
     "best deal",
+    # urgency: pressure on the reader, not a fact about the home ("act fast" passed the judge on a rewrite)
+    "act fast",
+    "act now",
+    "hurry",
+    "don't miss",
+    "book your showing now",
+    "wow",
 ]
 
 NEIGHBOURHOODS = [

@@ -34,6 +34,14 @@ def test_hype_and_exclamations_are_counted():
     assert verdict.score == pytest.approx(1.0 - 0.1 * 5)
 
 
+def test_urgency_is_hype_even_without_an_exclamation_mark():
+    """Pressure on the reader is hype too: dpo's rewrite of a hand-written ad ended "Built in 1965; act fast"."""
+    for phrase in ("Act fast.", "Don't miss it.", "Book your showing now.", "Hurry, it will go quickly."):
+        verdict = judge_listing(f"{GROUNDED} {phrase}", FACTS)
+        assert verdict.has_hype and verdict.exclamations == 0, phrase
+    assert not judge_listing(GROUNDED + " The fast train is a walk away.", FACTS).has_hype  # whole words only
+
+
 def test_invented_feature_wrong_role_number_and_unknown_number():
     text = GROUNDED.replace("2-bed", "3-bed") + " Rooftop terrace access. Only 300 steps to the park."
     verdict = judge_listing(text, FACTS)
