@@ -17,7 +17,7 @@ be covered, and claiming one is inventing it.
                 days a month" for a 17-minute walk; also invented: it claims something the facts do not say), or a
                 number that contains or is contained in a fact's number ("2910 sq ft" for 910). A subset of
                 `invented`, reported apart;
-- hype          hype terms (whole words, case-insensitive) and exclamation marks;
+- hype          hype terms (whole words, case-insensitive; urgency such as "act fast" too) and exclamation marks;
 - hedges        hedging phrases (informational, lightly penalised: an over-hedged answer reads as unsure);
 - length        words; under `min_words` or over `max_words` is flagged;
 - repetition    share of the answer's word 3-grams that repeat an earlier one (0 = none; a looping answer -> 1);
